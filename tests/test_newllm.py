@@ -1,0 +1,149 @@
+"""New-LLM: the fast model against a naive per-token loop written from SEEDS.md §1, plus its streaming state."""
+import pytest
+import torch
+from torch.nn import functional as F
+
+from model_newllm import NewLLM, NewLLMConfig
+
+TINY = dict(vocab_size=37, n_embd=12, n_hidden=20, n_context=8, n_layer=3, block_size=16)
+
+
+def naive_forward(model, idx):
+    """The seed's loop, literally: per token concat(Emb(x_t), c_t), L x Linear-ReLU, logits, three separate heads
+    (sliced out of the fused one), c = clamp(LayerNorm(f * c + i * d), -10, 10). No dropout (eval)."""
+    C = model.config.n_context
+    Wh, bh = model.context_head.weight, model.context_head.bias
+    heads = [(Wh[k * C:(k + 1) * C], bh[k * C:(k + 1) * C]) for k in range(3)]  # forget, input, update
+    emb = model.wte(idx)
+    c = torch.zeros(idx.size(0), C)
+    logits = []
+    for t in range(idx.size(1)):
+        h = torch.cat([emb[:, t], c], dim=-1)
+        for layer in model.mlp:
+            h = F.relu(F.linear(h, layer.weight, layer.bias))
+        logits.append(F.linear(h, model.lm_head.weight, model.lm_head.bias))
+        f = torch.sigmoid(F.linear(h, *heads[0]))
+        i = torch.sigmoid(F.linear(h, *heads[1]))
+        d = F.linear(h, *heads[2])
+        c = torch.clamp(F.layer_norm(f * c + i * d, (C,), model.ln_c.weight, model.ln_c.bias), -10, 10)
+    return torch.stack(logits, dim=1)
+
+
+def tiny_model(seed=0, **kw):
+    torch.manual_seed(seed)
+    model = NewLLM(NewLLMConfig(**{**TINY, **kw}))
+    with torch.no_grad():  # O(1) activations instead of the seed's vanishing N(0, 0.02) init, so that the context
+        for n, p in model.named_parameters():  # matters and every term of the math (biases, LayerNorm) is tested
+            fan_in = p.size(1) if p.dim() == 2 and not n.startswith('wte') else 1
+            p.copy_(torch.randn_like(p) * 1.5 / fan_in ** 0.5)
+        model.ln_c.weight.mul_(10)  # some context entries reach the clamp at +-10
+        model.lm_head.weight.mul_(0.2)  # logits O(1), so float32 rounding stays well under the 1e-5 tolerance
+    return model.eval()
+
+
+def test_param_count_matches_seed_formula():
+    assert NewLLM(NewLLMConfig()).get_num_params() == 2_739_432
+    assert NewLLM(NewLLMConfig(n_context=512, n_layer=12)).get_num_params() == 4_840_936
+    V, E, C, H, L = 37, 12, 8, 20, 3
+    expected = V * E + (E + C) * H + H + (L - 1) * (H * H + H) + H * V + V + 3 * (H * C + C) + 2 * C
+    assert tiny_model().get_num_params() == expected
+
+
+def test_init_is_seed_init():
+    torch.manual_seed(0)
+    model = NewLLM(NewLLMConfig())
+    for n, p in model.named_parameters():
+        if n.startswith('ln_c'):
+            assert torch.all(p == (1.0 if n.endswith('weight') else 0.0)), n
+        elif n.endswith('bias'):
+            assert torch.all(p == 0), n
+        else:
+            assert abs(p.std().item() - 0.02) < 0.002 and abs(p.mean().item()) < 0.002, n
+
+
+def test_matches_naive_loop_logits_and_gradients():
+    model = tiny_model()
+    idx = torch.randint(0, 37, (3, 11))
+    targets = torch.randint(0, 37, (3, 11))
+    fast, loss_fast = model(idx, targets)
+    assert (model.forward_state(idx)[1].abs() == 10).any()  # the clamp is exercised
+    slow = naive_forward(model, idx)
+    assert (fast - slow).abs().max().item() < 1e-5
+    loss_fast.backward()
+    g_fast = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    F.cross_entropy(slow.view(-1, 37), targets.view(-1)).backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(g_fast[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_causal():
+    model = tiny_model()
+    idx = torch.randint(0, 37, (2, 12))
+    j = 7
+    idx2 = idx.clone()
+    idx2[:, j] = (idx[:, j] + 1) % 37
+    a, _ = model(idx)
+    b, _ = model(idx2)
+    assert torch.equal(a[:, :j], b[:, :j])
+    assert (a[:, j:j + 4] - b[:, j:j + 4]).abs().amax(dim=(0, 2)).min() > 1e-5  # and the context carries it on
+
+
+def test_state_across_windows_equals_one_forward():
+    model = tiny_model()
+    idx = torch.randint(0, 37, (2, 40))  # longer than block_size 16: the recurrence has no length limit
+    whole, c_whole = model.forward_state(idx)
+    first, c = model.forward_state(idx[:, :13])
+    second, c = model.forward_state(idx[:, 13:], c)
+    torch.testing.assert_close(torch.cat([first, second], dim=1), whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(c, c_whole, rtol=0, atol=1e-6)
+    torch.testing.assert_close(model(idx)[0], whole, rtol=0, atol=1e-6)  # forward == forward_state from zeros
+
+
+def test_greedy_generation_with_state_equals_recomputation():
+    model = tiny_model()
+    prompt = torch.randint(0, 37, (2, 5))
+    out = model.generate(prompt, 20, temperature=0.0)
+    assert out.shape == (2, 25) and torch.equal(out[:, :5], prompt)
+    ref = prompt
+    for _ in range(20):  # re-read the whole prefix from a zero context every step
+        logits, _ = model(ref)
+        ref = torch.cat([ref, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
+    assert torch.equal(out, ref)
+
+
+def test_every_parameter_gets_gradient_in_training_mode():
+    model = tiny_model().train()
+    idx = torch.randint(0, 37, (4, 16))
+    _, loss = model(idx, torch.randint(0, 37, (4, 16)))
+    loss.backward()
+    for n, p in model.named_parameters():
+        assert p.grad is not None and p.grad.abs().sum() > 0, n
+
+
+def test_dropout_only_in_training():
+    model = tiny_model(dropout=0.5)
+    idx = torch.randint(0, 37, (2, 8))
+    assert torch.equal(model(idx)[0], model(idx)[0])
+    model.train()
+    assert not torch.equal(model(idx)[0], model(idx)[0])
+
+
+def test_loss_ignores_minus_one_targets():
+    model = tiny_model()
+    idx = torch.randint(0, 37, (2, 10))
+    targets = torch.randint(0, 37, (2, 10))
+    targets[:, 6:] = -1
+    logits, loss = model(idx, targets)
+    expected = F.cross_entropy(logits[:, :6].reshape(-1, 37), targets[:, :6].reshape(-1))
+    assert loss.item() == pytest.approx(expected.item(), rel=1e-6)
+
+
+def test_bf16_autocast_keeps_context_float32_and_close():
+    model = tiny_model()
+    idx = torch.randint(0, 37, (2, 10))
+    ref, _ = model.forward_state(idx)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        logits, c = model.forward_state(idx)
+    assert c.dtype == torch.float32
+    assert (logits.float() - ref).abs().max() < 0.1 * ref.abs().max()
