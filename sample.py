@@ -1,0 +1,132 @@
+"""
+Generate text from a checkpoint of any of the three models, printing tokens as they come.
+
+    python sample.py --ckpt out/best.pt --prompt "The meaning of life is" --max_new_tokens 200
+    python sample.py --ckpt out/best.pt --prompt FILE:prompt.txt --num_samples 3 --temperature 0.8 --top_k 200
+    python sample.py --ckpt out-dd/best.pt --chat          # a conversation, one turn per line (stdin may be piped)
+
+The tokenizer (gpt2 or the word vocabulary) comes from the checkpoint's copy of the dataset's meta.json.
+Chat mode: each user line is appended as a turn (text + the dataset's turn separator); the model replies until it
+emits the separator or the end-of-text token. Recurrent models (New-LLM, causal ResNet-BK) carry their state from turn
+to turn instead of re-reading the history; GPT keeps the last block_size tokens of the conversation.
+"""
+import argparse
+import sys
+
+import torch
+
+import checkpoint as ckpt_io
+import sampling
+from tokenizer import load_tokenizer
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--ckpt', required=True, help='a checkpoint written by train.py (best.pt, ckpt.pt)')
+    p.add_argument('--prompt', default='', help="prompt text, or FILE:path to read it from a file ('' = start of text)")
+    p.add_argument('--max_new_tokens', type=int, default=200)
+    p.add_argument('--temperature', type=float, default=0.8, help='0 = greedy')
+    p.add_argument('--top_k', type=int, default=200, help='sample among the k most likely tokens; 0 = all')
+    p.add_argument('--num_samples', type=int, default=1)
+    p.add_argument('--seed', type=int, default=1337)
+    p.add_argument('--device', default='cpu', help="'cpu', 'cuda', 'cuda:N'")
+    p.add_argument('--chat', action='store_true', help='conversation mode: one user turn per input line')
+    args = p.parse_args(argv)
+    if args.max_new_tokens < 0 or args.num_samples < 1 or args.temperature < 0 or args.top_k < 0:
+        p.error('max_new_tokens and top_k must be >= 0, num_samples >= 1, temperature >= 0')
+    return args
+
+
+def start_tokens(tok):
+    """What a sequence starts with when there is no prompt: end-of-text (gpt2) or <bos> (word vocabularies)."""
+    bos = getattr(tok, 'bos_token', None)
+    return [bos if bos is not None else tok.eot_token if tok.eot_token is not None else 0]
+
+
+class Printer:
+    """Prints the text of a growing token list as it grows (decoding the whole list keeps multi-byte BPE intact)."""
+
+    def __init__(self, tok, ids):
+        self.tok, self.ids, self.shown = tok, list(ids), tok.decode(ids)
+
+    def __call__(self, idx_next):
+        self.ids.append(int(idx_next[0, 0]))
+        text = self.tok.decode(self.ids)
+        if not text.endswith('\ufffd'):  # wait for the rest of a multi-byte character
+            sys.stdout.write(text[len(self.shown):])
+            sys.stdout.flush()
+            self.shown = text
+
+
+def chat(model, tok, meta, args):
+    """One user turn per stdin line; the model's reply ends at the turn separator or end-of-text."""
+    if meta['tokenizer'] == 'gpt2':  # dialogue = t1 \n t2 \n ... tn <|endoftext|>
+        sep = meta.get('turn_separator', '\n')
+        turn_end, dialogue_end = tok.encode(sep), tok.eot_token
+        # a reply ends at any token whose text holds the separator (BPE merges "\n" into longer tokens)
+        stop = {i for i in range(tok.vocab_size) if sep in tok.enc.decode_single_token_bytes(i).decode('utf-8', 'replace')}
+    else:  # word vocabularies have no newline: <bos> t1 <eos> t2 <eos> ... tn <eos>, the next dialogue at <bos>
+        turn_end, dialogue_end = [tok.eot_token], tok.bos_token
+        stop = {tok.eot_token}
+    stop.add(dialogue_end)
+
+    def turn_ids(text):
+        return tok.encode(text) + turn_end
+
+    state, history = None, start_tokens(tok)
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            print('> ', end='', flush=True)
+        line = sys.stdin.readline()
+        if not line:
+            break
+        line = line.rstrip('\n')
+        if not line.strip():
+            continue
+        ids = turn_ids(line)
+        if state is None:
+            ids = history + ids
+        idx = torch.tensor([ids], dtype=torch.long, device=args.device)
+        print('bot: ', end='', flush=True)
+        printer = Printer(tok, [])
+        out, state = sampling.generate_with_state(model, idx, args.max_new_tokens, args.temperature,
+                                                  args.top_k or None, state=state, on_token=printer, stop_tokens=stop)
+        reply = out[0, idx.size(1):].tolist()
+        if reply and reply[-1] == dialogue_end:  # the model ended the dialogue: start a new one
+            state = None
+        print(flush=True)
+
+
+def main():
+    args = parse_args()
+    if args.device.startswith('cuda') and not torch.cuda.is_available():
+        raise SystemExit(f"error: --device {args.device} but CUDA is not available")
+    torch.manual_seed(args.seed)
+    model, ckpt = ckpt_io.load_model(args.ckpt, args.device)
+    meta = ckpt.get('meta')
+    if not meta:
+        raise SystemExit(f"error: {args.ckpt} holds no tokenizer information (meta)")
+    tok = load_tokenizer(meta)
+    if args.chat:
+        return chat(model, tok, meta, args)
+    prompt = args.prompt
+    if prompt.startswith('FILE:'):
+        try:
+            with open(prompt[5:], encoding='utf-8') as f:
+                prompt = f.read()
+        except OSError as e:
+            raise SystemExit(f"error: cannot read prompt file {prompt[5:]}: {e.strerror}")
+    ids = tok.encode(prompt) if prompt else start_tokens(tok)
+    if not ids:
+        raise SystemExit("error: the prompt has no tokens in this vocabulary")
+    idx = torch.tensor([ids], dtype=torch.long, device=args.device)
+    for k in range(args.num_samples):
+        sys.stdout.write(prompt)
+        sampling.generate(model, idx, args.max_new_tokens, args.temperature, args.top_k or None,
+                          on_token=Printer(tok, ids))
+        print('\n' + '-' * 40, flush=True)
+
+
+if __name__ == '__main__':
+    main()
