@@ -47,10 +47,10 @@ by "\\n"), words = its whitespace-split word count. Evaluation uses them for bit
 
 Memory: text is read in chunks of whole lines (~1 MB), tokenized by a pool of --num_proc processes with a bounded
 number of chunks in flight, and appended to the output file as uint16; word counting streams the same way. gpt2 chunks
-end only where the BPE pre-tokenizer has a boundary anyway (before a line that starts with " X" or "X", X printable),
-so the tokens equal those of tiktoken on the whole text. Output is atomic: each split goes to <split>.bin.tmp, then
-the old meta.json is removed, the .bin files are renamed into place, and meta.json is written (also via a temp file)
-last; an interrupted run leaves no partial file in place.
+end only where the BPE pre-tokenizer has a boundary anyway (before a line that starts with " X", X printable, or with
+"X" after a line ending in a printable byte), so the tokens equal those of tiktoken on the whole text.
+Output is atomic: each split goes to <split>.bin.tmp, then the old meta.json is removed, the .bin files are renamed
+into place, and meta.json is written (also via a temp file) last; an interrupted run leaves no partial file in place.
 """
 import argparse
 import collections
@@ -75,6 +75,7 @@ DD_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # our name 
 HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
 DAILYDIALOG_HF = (("OpenRL/daily_dialog", None), ("li2017dailydialog/daily_dialog", "refs/convert/parquet"))
 CHUNK_BYTES = 1 << 20  # text per tokenization task
+MAX_CHUNK_BYTES = 64 << 20  # cut anyway if no safe line comes (never in WikiText: most lines start with " X")
 DIALOGS_PER_CHUNK = 2000
 MAX_VOCAB = 1 << 16  # ids must fit np.uint16
 SPECIALS = {"bos_eos": ("<pad>", "<unk>", "<bos>", "<eos>"), "dialog": ("<pad>", "<unk>", "<bos>", "<eos>"),
@@ -112,21 +113,26 @@ def first_line(e):
 # sources: each split -> (description, total bytes or None, factory of a chunk iterator)
 # WikiText chunks are str (whole lines); DailyDialog chunks are lists of dialogues (lists of turns).
 
-def _is_chunk_start(line):
-    """True if a chunk may start with this line (bytes) without changing GPT-2's pre-tokenization.
+def _printable(c):
+    return c != b"" and 0x21 <= c[0] <= 0x7e
 
-    The previous chunk ends with "\\n". If this line starts with a printable non-space byte X, or with " X", the
-    regex pre-tokenizer puts a boundary right here (whitespace before " X" splits off as `\\s+(?!\\S)`)."""
-    c0, c1 = line[:1], line[1:2]
-    printable = lambda c: c != b"" and 0x21 <= c[0] <= 0x7e
-    return printable(c0) or (c0 == b" " and printable(c1))
+
+def _is_chunk_start(prev, line):
+    r"""True if a chunk may end after line `prev` and start at `line` (bytes) without changing GPT-2's tokens.
+
+    GPT-2's pre-tokenizer splits a whitespace run R before a word with `\s+(?!\S)`: before " X" (X printable) it
+    yields R without that last space, which is what R gives at the end of a chunk; before a bare "X" it yields
+    R[:-1] and R[-1], which equals R alone only if R is one character (prev ends with a printable byte + newline)."""
+    if line[:1] == b" ":
+        return _printable(line[1:2])
+    return _printable(line[:1]) and _printable(prev[-2:-1])
 
 
 def wikitext_chunks(byte_lines):
-    """Whole lines (bytes) -> decoded text chunks of ~CHUNK_BYTES, cut only before safe lines (hard cap 64x)."""
+    """Whole lines (bytes) -> decoded text chunks of ~CHUNK_BYTES, cut only at safe lines."""
     buf, size = [], 0
     for line in byte_lines:
-        if size >= CHUNK_BYTES and (_is_chunk_start(line) or size >= 64 * CHUNK_BYTES):
+        if size >= CHUNK_BYTES and (_is_chunk_start(buf[-1], line) or size >= MAX_CHUNK_BYTES):
             yield b"".join(buf).decode("utf-8")
             buf, size = [], 0
         buf.append(line)
