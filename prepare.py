@@ -71,8 +71,7 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 SPLITS = ("train", "val", "test")
 WIKITEXT_CONFIG = {"wikitext2": "wikitext-2-raw-v1", "wikitext103": "wikitext-103-raw-v1"}
 WIKI_FILES = {"train": "wiki.train.raw", "val": "wiki.valid.raw", "test": "wiki.test.raw"}
-DD_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # our name -> DailyDialog / HF name
-HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}
+HF_SPLITS = {"train": "train", "val": "validation", "test": "test"}  # our name -> HF / DailyDialog split name
 DAILYDIALOG_HF = (("OpenRL/daily_dialog", None), ("li2017dailydialog/daily_dialog", "refs/convert/parquet"))
 CHUNK_BYTES = 1 << 20  # text per tokenization task
 MAX_CHUNK_BYTES = 64 << 20  # cut anyway if no safe line comes (never in WikiText: most lines start with " X")
@@ -181,11 +180,16 @@ def dailydialog_chunks(dialogs):
 
 
 def dailydialog_file_dialogs(path, member=None):
-    """One dialogue per line, each turn followed by "__eou__" (the original corpus files)."""
-    opener = (lambda: zipfile.ZipFile(path).open(member)) if member else (lambda: open(path, "rb"))
-    with opener() as f:
+    """One dialogue per line, each turn followed by "__eou__" (the corpus's files; `member` of the zip at `path`)."""
+    def dialogs(f):
         for line in f:
             yield dialog_turns(line.decode("utf-8").split("__eou__"))
+    if member:
+        with zipfile.ZipFile(path) as z, z.open(member) as f:
+            yield from dialogs(f)
+    else:
+        with open(path, "rb") as f:
+            yield from dialogs(f)
 
 
 def hf_dailydialog_dialogs(ds):
@@ -211,7 +215,7 @@ def find_raw_sources(dataset, raw_dir):
             sources[split] = (desc, sum(os.path.getsize(p) for p in parts),
                               lambda parts=parts: wikitext_chunks(file_lines(parts)))
         else:
-            s = DD_SPLITS[split]
+            s = HF_SPLITS[split]
             txt = f"dialogues_{s}.txt"
             for path in (os.path.join(raw_dir, txt), os.path.join(raw_dir, s, txt)):
                 if os.path.isfile(path):
@@ -340,7 +344,8 @@ def ordered_map(fn, items, num_proc, args=()):
         for it in items:
             yield fn(it, *args)
         return
-    with multiprocessing.Pool(num_proc) as pool:
+    # fork shares the tokenizer as is; under spawn (macOS, Windows) the initializer rebuilds it in each process
+    with multiprocessing.Pool(num_proc, _set_worker_state, (_TOK, _FMT)) as pool:
         pending = collections.deque()
         for it in items:
             pending.append(pool.apply_async(fn, (it, *args)))

@@ -27,6 +27,9 @@ class GPT2Tokenizer:
         self.vocab_size = self.enc.n_vocab  # 50257
         self.special_tokens = {"<|endoftext|>": self.eot_token}
 
+    def __reduce__(self):  # pickles as "build it again" (tiktoken's Encoding is rebuilt from its cache)
+        return GPT2Tokenizer, ()
+
     def encode(self, text):
         """Text -> ids; a literal "<|endoftext|>" in the text becomes the eot token (as in the token files)."""
         return self.enc.encode(text, allowed_special={"<|endoftext|>"})
