@@ -24,12 +24,13 @@ BK-Core. With s_i = a_i - z on the diagonal and 1 on both off-diagonals:
 This is the seed model of ../shared/SEEDS.md §2 (4,146,120 parameters at its config) with its bugs fixed: causal by
 default, exact gradients, a router that learns, any length <= block_size, and its optimisation flags made real.
 """
-import math
 from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import sampling
 
 BK_Z = 1j  # the spectral shift z of the seed; |g| <= 1/Im z keeps every value bounded
 
@@ -244,3 +245,319 @@ def bk_core(v, causal=True, grad='autograd', scan='auto', g0=None, keep=None, z=
         if grad == 'seed':
             return BKSeedBackward.apply(v, compute)
         return compute(v)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The model
+
+@dataclass
+class ResNetBKConfig:
+    vocab_size: int = 30000
+    block_size: int = 128         # training window; forward() takes T <= block_size, forward_state() any T
+    n_embd: int = 64
+    n_layer: int = 4
+    n_experts: int = 4
+    top_k: int = 1
+    dropout: float = 0.1          # inside the experts, as the seed
+    bk_causal: bool = True        # False: the seed's full resolvent diagonal, which sees future tokens (reproduction)
+    bk_grad: str = 'autograd'     # 'autograd' | 'analytic' (exact O(N) adjoint) | 'seed' (the seed's wrong backward)
+    bk_scan: str = 'auto'         # 'auto' | 'sequential' | 'parallel' (log-depth scan)
+    router: str = 'softmax'       # 'softmax': gate = router probability of the chosen expert (learns);
+                                  # 'seed': softmax over the chosen logits only (a constant 1 at top_k=1)
+    balance_loss: float = 0.01    # Switch load-balancing loss coefficient (training loss only); 0 = off
+    use_mixed_precision: bool = False   # autocast (bf16) for the dense parts; the BK-Core stays float32/complex64
+    use_act: bool = False         # adaptive computation time over the blocks, ponder cost in the training loss
+    act_threshold: float = 0.99   # a token halts once its cumulative halting probability reaches this
+    act_ponder_cost: float = 0.01
+    use_multi_scale: bool = False  # each block adds a half-resolution BK layer over causally pooled pairs
+    use_sparse_bk: bool = False   # learned mask of the positions where the BK chain runs; causal interpolation elsewhere
+    sparse_bk_target: float = 0.5  # target fraction of positions where the BK-Core is computed
+    sparse_bk_loss: float = 0.1   # coefficient of (mean mask probability - target)^2 in the training loss
+
+
+class MoE(nn.Module):
+    """
+    Mixture of experts, top-k routing. x (B, T, D) -> y (B, T, D), y_t = sum_{e in topk(r_t)} gate_{t,e} Expert_e(x_t)
+    with r_t = Router(x_t) (E logits) and Expert_e = Linear(D, 2D) -> ReLU -> Dropout -> Linear(2D, D).
+    router='softmax': gate_{t,e} = softmax(r_t)_e over all E experts, so the router gets gradient from the loss.
+    router='seed':    gate = softmax over the k chosen logits only; at top_k=1 it is exactly 1 and the router never
+                      learns (SEEDS.md bug 4), kept to reproduce the seed.
+    Each expert runs only on its tokens (gather, Linear, scatter-add). Also returns the Switch Transformer
+    load-balancing loss E * sum_e f_e P_e (f_e: fraction of routed slots to e, P_e: mean router probability),
+    which is 1 for a uniform router and grows as routing collapses.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        D, E = config.n_embd, config.n_experts
+        self.experts = nn.ModuleList(nn.Sequential(nn.Linear(D, 2 * D), nn.ReLU(), nn.Dropout(config.dropout),
+                                                   nn.Linear(2 * D, D)) for _ in range(E))
+        self.router = nn.Linear(D, E)
+        self.top_k, self.router_mode = config.top_k, config.router
+
+    def forward(self, x):
+        B, T, D = x.shape
+        xf = x.reshape(B * T, D)
+        logits = self.router(xf).float()                                  # (M, E)
+        probs = F.softmax(logits, dim=-1)
+        top_logits, top_idx = torch.topk(logits, self.top_k, dim=-1)      # (M, k)
+        gates = F.softmax(top_logits, dim=-1) if self.router_mode == 'seed' else probs.gather(1, top_idx)
+        out = torch.zeros_like(xf)
+        for e, expert in enumerate(self.experts):
+            tok, slot = (top_idx == e).nonzero(as_tuple=True)
+            if tok.numel():
+                out.index_add_(0, tok, (expert(xf[tok]) * gates[tok, slot].unsqueeze(1)).to(out.dtype))
+        E = len(self.experts)
+        frac = torch.bincount(top_idx.flatten(), minlength=E).float() / top_idx.numel()
+        balance = E * (frac * probs.mean(0)).sum()
+        return out.view(B, T, D), balance
+
+
+class BKLayer(nn.Module):
+    """
+    The seed's MoE-ResNet-BK layer: u (B, T, D) -> f + bk_scale * Linear_{2->D}(clamp([Re g, Im g], -10, 10)),
+    f = MoE(u), g = BK-Core(v), v = clamp(Linear_{D->1}(f), -3, 3). bk_scale: a learnable scalar, init 1.
+
+    use_sparse_bk: a mask m_t in {0, 1} from u_t (Linear_{D->1}, Gumbel-sigmoid noise while training, threshold 0.5,
+    straight-through gradient of the soft value) chooses the positions where the BK chain runs: where m_t = 0 the
+    position is removed from the chain (g_t = g_{t-1}, as if its row/column were not in H) and its features come
+    from a causal interpolator instead, Conv1d(3 -> 2, kernel 3, left-padded) over [m Re g, m Im g, m] of positions
+    t-2..t. A sparsity loss sparse_bk_loss * (mean sigmoid(logit) - sparse_bk_target)^2 pulls the kept fraction
+    to the target. What this saves: nothing here. The skipped positions still cost a step of the chain (a masked
+    step in the loop or an identity matrix in the scan), and the mask and interpolator add work. A compacted chain
+    (gather kept positions, run, scatter) would cut the BK-Core's own cost by the skipped fraction, but the BK-Core
+    is ~1% of a training step at the seed config (lm_head is ~97% of the FLOPs), so it is not implemented.
+    The flag changes what the model computes (a learned, input-dependent sparse chain), not its speed.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        D = config.n_embd
+        self.config = config
+        self.moe = MoE(config)
+        self.v_proj = nn.Linear(D, 1)
+        self.out_proj = nn.Linear(2, D)
+        self.bk_scale = nn.Parameter(torch.ones(()))
+        if config.use_sparse_bk:
+            self.mask_proj = nn.Linear(D, 1)
+            self.interp = nn.Conv1d(3, 2, kernel_size=3)
+
+    def forward(self, u, state, aux):
+        """u (B, T, D); state None (start) or {'g': (B,) complex, 'interp': (B, 3, 2)}; aux: list that collects the
+        auxiliary training losses. -> out (B, T, D), new state."""
+        cfg = self.config
+        f, balance = self.moe(u)
+        if self.training and cfg.balance_loss > 0:
+            aux.append(cfg.balance_loss * balance)
+        v = torch.clamp(self.v_proj(f).squeeze(-1), -3.0, 3.0)
+        keep = m = None
+        if cfg.use_sparse_bk:
+            logit = self.mask_proj(u).squeeze(-1).float()                      # (B, T)
+            noisy = logit
+            if self.training:                                                  # Gumbel-sigmoid: logistic noise
+                uni = torch.rand_like(logit).clamp(1e-6, 1 - 1e-6)
+                noisy = logit + torch.log(uni) - torch.log1p(-uni)
+            soft = torch.sigmoid(noisy)
+            keep = soft > 0.5
+            m = (keep.float() + soft - soft.detach()).unsqueeze(-1)            # straight-through (B, T, 1)
+            if self.training and cfg.sparse_bk_loss > 0:
+                aux.append(cfg.sparse_bk_loss * (torch.sigmoid(logit).mean() - cfg.sparse_bk_target) ** 2)
+        g0 = None if state is None else state['g']
+        g = bk_core(v, causal=cfg.bk_causal, grad=cfg.bk_grad, scan=cfg.bk_scan, g0=g0, keep=keep)
+        new_state = {'g': g[:, -1]}
+        feats = torch.stack([g.real, g.imag], -1)                              # (B, T, 2) float32
+        if m is not None:
+            x = torch.cat([feats * m, m], -1).transpose(1, 2)                  # (B, 3, T)
+            past = x.new_zeros(x.shape[0], 3, 2) if state is None else state['interp'].to(x.dtype)
+            x = torch.cat([past, x], 2)                                        # causal: left context only
+            new_state['interp'] = x[:, :, -2:]
+            interp = self.interp(x).transpose(1, 2).float()                    # (B, T, 2)
+            feats = m * feats + (1 - m) * interp
+        feats = torch.clamp(feats, -10.0, 10.0)
+        return f + self.bk_scale * self.out_proj(feats), new_state
+
+
+class Block(nn.Module):
+    """
+    Pre-norm residual block: h + Layer(LayerNorm(h)).
+
+    use_multi_scale: before the full-resolution layer, u = LayerNorm(h) gets a half-resolution view of the past:
+        c_j = w_0 * u_{2j} + w_1 * u_{2j+1}         (w = softmax of learned (2, D) weights; pair j is complete at 2j+1)
+        y = BKLayer_coarse(c)                        (its own MoE and BK chain over the pairs, causal)
+        u_t += Up(y_{j(t)})[parity of t],  j(t) = (t+1)//2 - 1   (the last pair complete at t; zeros before the first)
+    Up = Linear(D, 2D), one D-vector per parity. Position t only uses pairs that end at or before t: causal.
+    Cost: one more BK layer at half the positions, ~+50% of the layer work (~1-2% of a step at the seed config);
+    it buys a second chain whose steps span two tokens, not speed (the seed's "~2x speedup" cannot hold for a
+    design that still runs the full-resolution layer).
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        self.ln = nn.LayerNorm(config.n_embd)
+        self.layer = BKLayer(config)
+        if config.use_multi_scale:
+            self.pool = nn.Parameter(torch.zeros(2, config.n_embd))
+            self.coarse = BKLayer(config)
+            self.up = nn.Linear(config.n_embd, 2 * config.n_embd)
+
+    def multi_scale(self, u, state, aux):
+        """u (B, T, D) -> coarse contribution (B, T, D), new state {'coarse', 'pending' (B, 0|1, D), 'last' (B, D)}."""
+        B, T, D = u.shape
+        if state is None:
+            state = {'coarse': None, 'pending': u[:, :0], 'last': u.new_zeros(B, D)}
+        p = state['pending'].shape[1]                              # 1 if the previous chunk ended mid-pair
+        xs = torch.cat([state['pending'].to(u.dtype), u], 1)
+        P = xs.shape[1] // 2
+        w = F.softmax(self.pool, dim=0)                            # (2, D)
+        c = (xs[:, :2 * P].reshape(B, P, 2, D) * w.to(u.dtype)).sum(2)
+        y, coarse_state = c, state['coarse']
+        if P > 0:
+            y, coarse_state = self.coarse(c, coarse_state, aux)
+        Y = torch.cat([state['last'].to(y.dtype).unsqueeze(1), y], 1)        # Y[k] = pair (first new pair - 1 + k)
+        r = torch.arange(T, device=u.device)
+        up = self.up(Y[:, (p + r + 1) // 2]).view(B, T, 2, D)               # pair complete at or before t
+        parity = ((p + r) % 2).view(1, T, 1, 1).expand(B, T, 1, D)          # t odd: completes its pair
+        out = up.gather(2, parity).squeeze(2)
+        return out, {'coarse': coarse_state, 'pending': xs[:, 2 * P:], 'last': Y[:, -1]}
+
+    def forward(self, h, state, aux):
+        """h (B, T, D), state None or this block's dict -> h (B, T, D), new state."""
+        u = self.ln(h)
+        new_state = {}
+        if hasattr(self, 'coarse'):
+            extra, new_state['ms'] = self.multi_scale(u, None if state is None else state['ms'], aux)
+            u = u + extra
+        out, new_state['layer'] = self.layer(u, None if state is None else state['layer'], aux)
+        return h + out, new_state
+
+
+class ResNetBK(nn.Module):
+    """
+    ResNet-BK language model (see the module docstring). PyTorch default initialisation, as the seed.
+
+    use_act (adaptive computation time over the blocks, Graves 2016): after block l a halting unit gives
+    p_l = sigmoid(Linear_{D->1}(h_l)) per token (bias init -2, so tokens start deep). A token halts at the first
+    block where its cumulative p reaches act_threshold (or at the last block), using the remainder R = 1 - sum of
+    its earlier p as the last weight; after halting its state stops updating. The output is the halting-weighted sum
+    of its block states, and act_ponder_cost * mean(N + R) (N = blocks used) is added to the training loss.
+    What it does not save: every block still runs on every position, because the next block's BK chain needs the
+    states of all positions (halted ones frozen); on dense hardware skipping single tokens saves nothing. It gives a
+    learned per-token depth, not speed.
+
+    use_mixed_precision: the embeddings, blocks and head run under autocast (bfloat16, which needs no GradScaler);
+    the BK-Core always runs in float32/complex64 with autocast off (bk_core), and logits are returned as float32.
+
+    Streaming (forward_state), causal mode: the state holds, per block, the last g of its BK chain (plus the
+    interpolator's last inputs with use_sparse_bk, the coarse chain, a half-finished pair and the last coarse output
+    with use_multi_scale) and the absolute position. Every other part of the model is per position, so chunked
+    calls give the same logits as one call. Past block_size the learned positions restart (position t uses
+    wpe[t % block_size]) while the chains carry on: the model keeps its whole past, not a window.
+    Non-causal (seed) mode has no recurrent state: the state is the last block_size tokens, recomputed each call.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        for name, allowed in (('bk_grad', ('autograd', 'analytic', 'seed')),
+                              ('bk_scan', ('auto', 'sequential', 'parallel')), ('router', ('softmax', 'seed'))):
+            if getattr(config, name) not in allowed:
+                raise SystemExit(f"error: {name} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
+        if not 1 <= config.top_k <= config.n_experts:
+            raise SystemExit(f"error: top_k must be between 1 and n_experts={config.n_experts}, not {config.top_k}")
+        if config.use_sparse_bk and not config.bk_causal:
+            raise SystemExit("error: use_sparse_bk needs bk_causal=True (the seed's full diagonal has no chain to skip)")
+        self.config = config
+        D = config.n_embd
+        self.wte = nn.Embedding(config.vocab_size, D)
+        self.wpe = nn.Embedding(config.block_size, D)
+        self.blocks = nn.ModuleList(Block(config) for _ in range(config.n_layer))
+        if config.use_act:
+            self.halt = nn.ModuleList(nn.Linear(D, 1) for _ in range(config.n_layer))
+            for lin in self.halt:
+                nn.init.constant_(lin.bias, -2.0)
+        self.ln_f = nn.LayerNorm(D)
+        self.lm_head = nn.Linear(D, config.vocab_size)
+
+    def get_num_params(self):
+        """All parameters (4,146,120 at the seed config: vocab 30000, n_embd 64, n_layer 4, block_size 128)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def _run(self, idx, states=None, pos0=0):
+        """idx (B, T) at absolute positions pos0.. -> logits (B, T, V) float32, new block states, aux losses."""
+        B, T = idx.shape
+        aux = []
+        states = states if states is not None else [None] * len(self.blocks)
+        amp = torch.autocast(idx.device.type, dtype=torch.bfloat16, enabled=self.config.use_mixed_precision)
+        with amp:
+            pos = (pos0 + torch.arange(T, device=idx.device)) % self.config.block_size
+            h = self.wte(idx) + self.wpe(pos)
+            new_states = []
+            if not self.config.use_act:
+                for block, st in zip(self.blocks, states):
+                    h, st = block(h, st, aux)
+                    new_states.append(st)
+            else:
+                h, new_states = self._run_act(h, states, aux)
+            logits = self.lm_head(self.ln_f(h))
+        return logits.float(), new_states, aux
+
+    def _run_act(self, h, states, aux):
+        """Adaptive computation time over the blocks (see the class docstring). h (B, T, D) -> output (B, T, D)."""
+        B, T, _ = h.shape
+        cum = h.new_zeros(B, T, dtype=torch.float32)           # halting mass used so far
+        running = torch.ones(B, T, dtype=torch.bool, device=h.device)
+        out = torch.zeros_like(h, dtype=torch.float32)
+        ponder = h.new_zeros(B, T, dtype=torch.float32)        # N + R per token
+        new_states = []
+        L = len(self.blocks)
+        for l, (block, st) in enumerate(zip(self.blocks, states)):
+            h_new, st = block(h, st, aux)
+            new_states.append(st)
+            h = torch.where(running.unsqueeze(-1), h_new, h)   # halted tokens stop updating
+            p = torch.sigmoid(self.halt[l](h).squeeze(-1).float())
+            halts = running & ((cum + p >= self.config.act_threshold) | (l == L - 1))
+            remainder = 1.0 - cum
+            w = torch.where(halts, remainder, torch.where(running, p, torch.zeros_like(p)))
+            out = out + w.unsqueeze(-1) * h.float()
+            ponder = ponder + running.float() + torch.where(halts, remainder, torch.zeros_like(p))
+            cum = cum + w
+            running = running & ~halts
+        if self.training and self.config.act_ponder_cost > 0:
+            aux.append(self.config.act_ponder_cost * ponder.mean())
+        return out.to(h.dtype), new_states
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) int64 with T <= block_size, targets (B, T) or None -> logits (B, T, V) float32, loss.
+        Training mode: loss = mean CE (ignore_index=-1) + the auxiliary losses (balance, ponder, sparsity);
+        eval mode: the pure mean CE."""
+        T = idx.shape[1]
+        if T > self.config.block_size:
+            raise ValueError(f"cannot forward {T} positions, block_size is only {self.config.block_size} "
+                             f"(use forward_state for longer sequences)")
+        logits, _, aux = self._run(idx)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+            if self.training and aux:
+                loss = loss + sum(aux)
+        return logits, loss
+
+    def forward_state(self, idx, state=None):
+        """
+        Streaming forward (eval mode). idx (B, T) continues the sequence summarised by state (None = the start).
+        Causal: state = {'pos': tokens seen, 'blocks': per-block chain states}; any T, no window (see the class
+        docstring). Non-causal (seed) mode: state = {'tokens': (B, <= block_size)}; the last block_size tokens are
+        recomputed and the logits of the last min(T, block_size) positions returned.
+        -> logits (B, T', V), new state
+        """
+        if not self.config.bk_causal:
+            tokens = idx if state is None else torch.cat([state['tokens'], idx], 1)
+            tokens = tokens[:, -self.config.block_size:]
+            logits, _, _ = self._run(tokens)
+            return logits[:, -min(idx.shape[1], tokens.shape[1]):], {'tokens': tokens}
+        pos0 = 0 if state is None else state['pos']
+        logits, blocks, _ = self._run(idx, None if state is None else state['blocks'], pos0)
+        return logits, {'pos': pos0 + idx.shape[1], 'blocks': blocks}
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Continue idx (B, T) by max_new_tokens sampled tokens; causal mode steps one token at a time."""
+        return sampling.generate(self, idx, max_new_tokens, temperature, top_k)

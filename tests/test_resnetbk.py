@@ -161,3 +161,258 @@ def test_bk_core_float32_under_autocast_and_bad_args():
         bk.bk_core(v, scan='fast')
     with pytest.raises(ValueError, match="bk_grad"):
         bk.bk_core(v, grad='exact')
+
+
+# ---------------------------------------------------------------------------------------------- the model
+
+FLAGS = [{}, dict(use_mixed_precision=True), dict(use_act=True), dict(use_multi_scale=True),
+         dict(use_sparse_bk=True), dict(bk_grad='analytic', bk_scan='parallel'),
+         dict(use_act=True, use_multi_scale=True, use_sparse_bk=True, bk_grad='analytic')]
+
+
+def small(**kw):
+    torch.manual_seed(0)
+    args = dict(vocab_size=97, block_size=40, n_embd=16, n_layer=2, dropout=0.0)
+    args.update(kw)
+    return bk.ResNetBK(bk.ResNetBKConfig(**args))
+
+
+def tokens(B=2, T=40, seed_=1):
+    return torch.randint(0, 97, (B, T), generator=torch.Generator().manual_seed(seed_))
+
+
+def test_param_count_seed_config():
+    m = bk.ResNetBK(bk.ResNetBKConfig(vocab_size=30000, block_size=128, n_embd=64, n_layer=4))
+    assert m.get_num_params() == 4_146_120
+    assert seed.SeedResNetBK().state_dict().keys() == m.state_dict().keys()
+
+
+def test_seed_mode_equals_seed_reference():
+    """Non-causal + seed backward + seed router == the seed's code (theta/phi, its Function, its MoE loop)."""
+    ours = small(block_size=32, bk_causal=False, bk_grad='seed', router='seed', balance_loss=0.0)
+    ref = seed.SeedResNetBK(vocab_size=97, block_size=32, n_embd=16, n_layer=2, dropout=0.0)
+    ref.load_state_dict(ours.state_dict())
+    idx = tokens(T=32)
+    logits, loss = ours(idx, idx)
+    ref_logits = ref(idx)
+    assert (logits - ref_logits).abs().max() < 1e-5
+    loss.backward()
+    F = torch.nn.functional
+    F.cross_entropy(ref_logits.view(-1, 97), idx.view(-1)).backward()
+    for (name, p), q in zip(ours.named_parameters(), ref.parameters()):
+        assert (p.grad - q.grad).abs().max() <= 1e-4 * (1 + q.grad.abs().max()), name
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=str)
+def test_causality_probe(flags):
+    m = small(**flags).eval()
+    idx = tokens()
+    idx2 = idx.clone()
+    j = 23
+    idx2[:, j] = (idx2[:, j] + 1) % 97
+    a, _ = m(idx)
+    b, _ = m(idx2)
+    assert (a[:, :j] - b[:, :j]).abs().max() < 1e-5
+    assert (a[:, j:] - b[:, j:]).abs().max() > 1e-4
+
+
+def test_causality_probe_fails_in_seed_mode():
+    m = small(bk_causal=False).eval()
+    idx = tokens()
+    idx2 = idx.clone()
+    idx2[:, 23] = (idx2[:, 23] + 1) % 97
+    a, _ = m(idx)
+    b, _ = m(idx2)
+    assert (a[:, :23] - b[:, :23]).abs().max() > 1e-4       # earlier positions see the changed token
+
+
+@pytest.mark.parametrize("flags", FLAGS, ids=str)
+def test_forward_state_chunks_equal_full_forward(flags):
+    m = small(**flags).eval()
+    idx = tokens(T=37)
+    full, _ = m(idx)
+    outs, state = [], None
+    for a, b in ((0, 10), (10, 11), (11, 24), (24, 37)):      # odd and even splits (multi-scale pairs)
+        lo, state = m.forward_state(idx[:, a:b], state)
+        outs.append(lo)
+    assert (torch.cat(outs, 1) - full).abs().max() < 1e-4
+    assert state['pos'] == 37
+
+
+def test_forward_state_past_block_size():
+    m = small(block_size=16).eval()
+    idx = tokens(T=50)
+    one, _ = m.forward_state(idx)
+    lo1, st = m.forward_state(idx[:, :20])
+    lo2, st = m.forward_state(idx[:, 20:], st)
+    assert one.shape == (2, 50, 97) and (torch.cat([lo1, lo2], 1) - one).abs().max() < 1e-4
+    first, _ = m(idx[:, :16])
+    assert (one[:, :16] - first).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="block_size"):
+        m(idx)
+
+
+def test_forward_state_seed_mode_recomputes():
+    m = small(bk_causal=False).eval()
+    idx = tokens(T=30)
+    full, _ = m(idx)
+    _, st = m.forward_state(idx[:, :20])
+    lo, st = m.forward_state(idx[:, 20:], st)
+    assert (lo - full[:, 20:]).abs().max() < 1e-5 and st['tokens'].shape == (2, 30)
+
+
+@pytest.mark.parametrize("flags", [{}, dict(bk_causal=False)], ids=str)
+def test_generate_greedy_equals_recomputation(flags):
+    m = small(**flags).eval()
+    prompt = tokens(T=5)
+    out = m.generate(prompt, 8, temperature=0.0)
+    ref = prompt
+    for _ in range(8):
+        logits, _ = m(ref)
+        ref = torch.cat([ref, logits[:, -1].argmax(-1, keepdim=True)], 1)
+    assert torch.equal(out, ref)
+
+
+def test_any_length_up_to_block_size():
+    m = small()
+    for T in (1, 2, 17, 40):
+        logits, loss = m(tokens(T=T), tokens(T=T))
+        assert logits.shape == (2, T, 97) and torch.isfinite(loss)
+
+
+def test_router_learns_only_with_softmax_gate():
+    idx = tokens()
+    for router, learns in (('softmax', True), ('seed', False)):
+        m = small(router=router, balance_loss=0.0)
+        _, loss = m(idx, idx)
+        loss.backward()
+        w = m.blocks[0].layer.moe.router.weight.grad
+        assert (w is not None and w.abs().max() > 0) == learns, router
+
+
+def test_balance_loss_in_training_loss_only():
+    m = small(balance_loss=0.5)
+    idx = tokens()
+    _, train_loss = m(idx, idx)
+    m.eval()
+    logits, eval_loss = m(idx, idx)
+    ce = torch.nn.functional.cross_entropy(logits.view(-1, 97), idx.view(-1))
+    assert abs(eval_loss.item() - ce.item()) < 1e-6
+    # balance >= 1 per layer (1 = perfectly uniform), 2 layers at coefficient 0.5
+    assert train_loss.item() - ce.item() >= 0.5 * 2 * 1.0 - 1e-4
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_model_gradients_analytic_equal_autograd(causal):
+    idx = tokens()
+    grads = {}
+    for mode in ('autograd', 'analytic'):
+        m = small(bk_grad=mode, bk_causal=causal)
+        _, loss = m(idx, idx)
+        loss.backward()
+        grads[mode] = torch.cat([p.grad.flatten() for p in m.parameters()])
+    assert (grads['analytic'] - grads['autograd']).abs().max() < 1e-5 * grads['autograd'].abs().max()
+
+
+def test_bad_config_is_one_line_error():
+    for kw, text in ((dict(bk_grad='exact'), 'bk_grad'), (dict(router='hash'), 'router'),
+                     (dict(top_k=5), 'top_k'), (dict(use_sparse_bk=True, bk_causal=False), 'bk_causal=True')):
+        with pytest.raises(SystemExit, match=text):
+            small(**kw)
+
+
+# ---------------------------------------------------------------------------------------------- the flags
+
+def test_mixed_precision_dense_bf16_bk_float32():
+    m = small(use_mixed_precision=True).eval()
+    seen = {}
+    m.lm_head.register_forward_hook(lambda mod, i, o: seen.update(head=o.dtype) and None)
+    m.blocks[0].layer.moe.experts[0][0].register_forward_hook(lambda mod, i, o: seen.update(expert=o.dtype) and None)
+    orig = bk.bk_core
+
+    def spy(v, *a, **k):
+        g = orig(v, *a, **k)
+        seen['bk'] = g.dtype
+        return g
+    bk.bk_core = spy
+    try:
+        logits, _ = m(tokens())
+    finally:
+        bk.bk_core = orig
+    assert seen == {'head': torch.bfloat16, 'expert': torch.bfloat16, 'bk': torch.complex64}
+    assert logits.dtype == torch.float32
+    ref, _ = small().eval()(tokens())                         # same weights in float32: close, not equal
+    assert 0 < (logits - ref).abs().max() < 0.1
+
+
+def test_act_halting_weights_and_ponder_cost():
+    m = small(use_act=True, n_layer=3)
+    idx = tokens()
+    _, train_loss = m(idx, idx)
+    m.eval()
+    logits, ce = m(idx, idx)
+    # nothing halts early at init (bias -2): every token uses all 3 blocks, ponder N + R >= 3
+    assert train_loss.item() - ce.item() >= 0.01 * 3 - 1e-4
+    # a halting unit that fires at once: every token stops after block 0 -> the model is its first block alone
+    with torch.no_grad():
+        m.halt[0].bias.fill_(20.0)
+    halted, _ = m(idx)
+    one = small(use_act=True, n_layer=1).eval()
+    sd = {k: v for k, v in m.state_dict().items() if not k.startswith(('blocks.1', 'blocks.2', 'halt.1', 'halt.2'))}
+    one.load_state_dict(sd)
+    ref, _ = one(idx)
+    assert (halted - ref).abs().max() < 1e-4
+
+
+def test_multi_scale_pairs_are_causal_and_half_resolution():
+    m = small(use_multi_scale=True).eval()
+    block = m.blocks[0]
+    shapes = []
+    block.coarse.register_forward_hook(lambda mod, i, o: shapes.append(i[0].shape) and None)
+    u = torch.randn(2, 21, 16)
+    a, _ = block.multi_scale(u, None, [])
+    assert shapes[-1] == (2, 10, 16)                           # 21 positions -> 10 complete pairs
+    u2 = u.clone()
+    u2[:, 9] += 1.0                                            # second element of pair 4 = (8, 9)
+    b, _ = block.multi_scale(u2, None, [])
+    diff = (a - b).abs().amax(dim=(0, 2))
+    assert diff[:9].max() == 0 and diff[9] > 0                 # first seen at 9, where its pair completes
+    u3 = u.clone()
+    u3[:, 8] += 1.0                                            # first element of pair 4: waits for position 9
+    c, _ = block.multi_scale(u3, None, [])
+    diff = (a - c).abs().amax(dim=(0, 2))
+    assert diff[:9].max() == 0 and diff[9] > 0
+
+
+def test_sparse_bk_mask_interpolator_and_loss():
+    m = small(use_sparse_bk=True, sparse_bk_target=0.25, sparse_bk_loss=1.0, balance_loss=0.0)
+    idx = tokens()
+    _, train_loss = m(idx, idx)
+    m.eval()
+    logits, ce = m(idx, idx)
+    frac = torch.sigmoid(m.blocks[0].layer.mask_proj(torch.randn(1000, 16))).mean()
+    assert train_loss.item() > ce.item()                       # the sparsity term (2 layers, ~ (0.5 - 0.25)^2 each)
+    # every position kept: the layer is the plain BK layer (the interpolator is unused)
+    dense = small(balance_loss=0.0).eval()
+    with torch.no_grad():
+        for blk in m.blocks:
+            blk.layer.mask_proj.weight.zero_()
+            blk.layer.mask_proj.bias.fill_(10.0)
+    dense.load_state_dict({k: v for k, v in m.state_dict().items() if 'mask_proj' not in k and 'interp' not in k})
+    assert (m(idx)[0] - dense(idx)[0]).abs().max() < 1e-5
+    # no position kept: the BK-Core result is unused, features come from the interpolator alone
+    with torch.no_grad():
+        for blk in m.blocks:
+            blk.layer.mask_proj.bias.fill_(-10.0)
+    before = m(idx)[0]
+    with torch.no_grad():
+        for blk in m.blocks:
+            blk.layer.v_proj.bias.add_(1.0)                    # moves every potential v
+    assert (m(idx)[0] - before).abs().max() < 1e-6
+    # the mask gets gradient (straight-through) in training mode
+    m.train()
+    with torch.no_grad():
+        for blk in m.blocks:
+            blk.layer.mask_proj.bias.fill_(0.0)
+    m(idx, idx)[1].backward()
+    assert m.blocks[0].layer.mask_proj.weight.grad.abs().max() > 0
