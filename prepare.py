@@ -86,7 +86,8 @@ RAW_LAYOUT = {
                  "  wiki.valid.raw\n"
                  "  wiki.test.raw"),
     "dailydialog": ("--raw_dir DIR with DIR holding the split archives train.zip, validation.zip, test.zip\n"
-                    "(or dialogues_train.txt, dialogues_validation.txt, dialogues_test.txt, directly or in DIR/<split>/)"),
+                    "(or dialogues_train.txt, dialogues_validation.txt, dialogues_test.txt, directly or in\n"
+                    "DIR/<split>/)"),
 }
 DOWNLOAD = {
     "wikitext": "download {config}.zip (the WikiText raw release; https://huggingface.co/datasets/Salesforce/wikitext\n"
@@ -230,8 +231,8 @@ def find_raw_sources(dataset, raw_dir):
                     if not members:
                         die(f"{zpath} holds no {txt}")
                     m = members[0]
-                    sources[split] = (f"{zpath}:{m.filename}", m.file_size,
-                                      lambda zpath=zpath, m=m.filename: dailydialog_chunks(dailydialog_file_dialogs(zpath, m)))
+                    sources[split] = (f"{zpath}:{m.filename}", m.file_size, lambda zpath=zpath, m=m.filename:
+                                      dailydialog_chunks(dailydialog_file_dialogs(zpath, m)))
                 else:
                     warn(f"{split}: no {txt}, {s}/{txt} or {s}.zip in {raw_dir}; split '{split}' skipped")
     if not sources:
@@ -387,10 +388,12 @@ def build_vocab(source, lowercase, vocab_size, specials, num_proc):
 
 def parse_args(argv):
     p = argparse.ArgumentParser(
-        description="Tokenize WikiText-2/103 or DailyDialog into uint16 token streams + meta.json (see module docstring).",
+        description="Tokenize WikiText-2/103 or DailyDialog into uint16 token streams + meta.json "
+                    "(details: the module docstring).",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog="seed setups:\n"
-               "  New-LLM:   %(prog)s wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5\n"
+               "  New-LLM:   %(prog)s wikitext2 --tokenizer word --vocab_size 1000 --lowercase \\\n"
+               "                 --line_format bos_eos --min_line_words 5\n"
                "  ResNet-BK: %(prog)s wikitext103 --tokenizer word --vocab_size 30000")
     p.add_argument("dataset", choices=["wikitext2", "wikitext103", "dailydialog"])
     p.add_argument("--tokenizer", choices=["gpt2", "word"], default="gpt2")
@@ -398,7 +401,8 @@ def parse_args(argv):
     p.add_argument("--lowercase", action="store_true", help="word: lowercase the text before splitting")
     p.add_argument("--vocab_from", metavar="META", help="word: reuse the vocabulary of another dataset's meta.json")
     p.add_argument("--line_format", choices=["concat", "bos_eos"],
-                   help="WikiText: concat (default; the text as is) or bos_eos (word only: each line <bos> words <eos>)")
+                   help="WikiText: concat (default; the text as is) or bos_eos (word only: each line as "
+                        "<bos> words <eos>)")
     p.add_argument("--min_line_words", type=int, help="bos_eos: drop lines with fewer words (default 1)")
     p.add_argument("--raw_dir", help="read local raw files instead of downloading with `datasets`")
     p.add_argument("--out_dir", help="output folder (default data/<dataset>-gpt2 or data/<dataset>-word<K>)")

@@ -20,9 +20,11 @@ class GPT2Tokenizer:
             self.enc = tiktoken.get_encoding("gpt2")
         except Exception as e:  # network error while fetching the BPE files, or a broken cache
             raise SystemExit(
-                f"error: tiktoken could not load the gpt2 BPE files ({type(e).__name__}: {str(e).splitlines()[0][:200]}).\n"
+                "error: tiktoken could not load the gpt2 BPE files "
+                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}).\n"
                 "Offline: copy vocab.bpe to $TIKTOKEN_CACHE_DIR/6d1cbeee0f20b3d9449abfede4726ed8212e3aee and\n"
-                "encoder.json to $TIKTOKEN_CACHE_DIR/6c7ea1a7e38e3a7f062df639a5b80947f075ffe6, then set TIKTOKEN_CACHE_DIR.")
+                "encoder.json to $TIKTOKEN_CACHE_DIR/6c7ea1a7e38e3a7f062df639a5b80947f075ffe6, then set\n"
+                "TIKTOKEN_CACHE_DIR to that folder.")
         self.eot_token = self.enc.eot_token  # 50256 = <|endoftext|>
         self.vocab_size = self.enc.n_vocab  # 50257
         self.special_tokens = {"<|endoftext|>": self.eot_token}

@@ -16,7 +16,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 # WikiText-shaped lines: headings, " \n" blank lines, and whitespace that GPT-2's pre-tokenizer treats specially
 WIKI_TRAIN = (" \n = Valkyria Chronicles III = \n \n The the game was the first . The game ! \n"
               "  two leading spaces here \n\n\nno leading space , The end \n \n = = Gameplay = = \n"
-              " Short line \n It is a game , it is THE game of the year 's best \n\t tab start \n é ü naïve café \n")
+              " Short line \n It is a game , it is THE game of the year 's best \n\t tab start \n"
+              " é ü naïve café \n")
 WIKI_VALID = " \n = Valid = \n The game is unknownword here . \n \n Two words \n"
 
 
@@ -78,8 +79,8 @@ def test_chunk_borders_never_change_gpt2_tokens(tmp_path, monkeypatch):
 
 def test_word_newllm_setup_order_lowercase_specials_unk(wiki_raw, tmp_path):
     out = prepare.main(["wikitext2", "--tokenizer", "word", "--vocab_size", "12", "--lowercase", "--line_format",
-                        "bos_eos", "--min_line_words", "3", "--raw_dir", str(wiki_raw), "--out_dir", str(tmp_path / "o"),
-                        "--num_proc", "1"])
+                        "bos_eos", "--min_line_words", "3", "--raw_dir", str(wiki_raw),
+                        "--out_dir", str(tmp_path / "o"), "--num_proc", "1"])
     meta, bins = load(out)
     # reference: counts over every train word, lowercased; most frequent first, ties in first-seen order
     counts = {}
@@ -345,6 +346,7 @@ def test_real_wikitext2(shared_data, tmp_path):
                         "--num_proc", "2"])
     meta, bins = load(out)
     assert seed_windows(bins["train"]) == 51_026 and seed_windows(bins["val"]) == 5_272
-    assert meta["words"][:8] == ["<pad>", "<unk>", "<bos>", "<eos>", "the", ",", ".", "of"] and meta["vocab_size"] == 1000
+    assert meta["words"][:8] == ["<pad>", "<unk>", "<bos>", "<eos>", "the", ",", ".", "of"]
+    assert meta["vocab_size"] == 1000
     # words seen 209 times straddle the vocabulary's edge: the first seen ('self', 'intended') are in
     assert meta["words"][-2:] == ["self", "intended"] and "room" not in meta["words"] and "teams" not in meta["words"]
