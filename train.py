@@ -159,17 +159,16 @@ if data_limit:
 
 def line_windows(data, length):
     """
-    The New-LLM seed's sequences: each `<bos> ... <eos>` line is one segment; a segment of at most `length` tokens is
-    one window (padded), a longer one is cut into windows of `length` at stride length // 2, the tail dropped.
-    -> (starts, lengths) int64 arrays.
+    The New-LLM seed's sequences: each segment from one <bos> to the next (a `<bos> ... <eos>` line of WikiText, a
+    whole dialogue of DailyDialog) of at most `length` tokens is one window (padded); a longer one is cut into windows
+    of `length` at stride length // 2, the tail dropped. -> (starts, lengths) int64 arrays.
     """
-    bos, eos = meta['special_tokens']['<bos>'], meta['special_tokens']['<eos>']
+    bos = meta['special_tokens'].get('<bos>')
+    if bos is None:
+        raise SystemExit("error: batch_mode='seed_lines' needs <bos> segments (prepare.py --line_format bos_eos)")
     arr = np.asarray(data)
     seg_starts = np.flatnonzero(arr == bos)
-    seg_ends = np.flatnonzero(arr == eos) + 1
-    if len(seg_starts) != len(seg_ends):
-        raise SystemExit("error: batch_mode='seed_lines' needs a stream of <bos> ... <eos> lines "
-                         "(prepare.py's New-LLM word setup)")
+    seg_ends = np.append(seg_starts[1:], len(arr))
     starts, lengths = [], []
     for s, e in zip(seg_starts, seg_ends):
         n = e - s
@@ -199,7 +198,7 @@ def windows_batch(data, windows, rows):
     offsets = np.arange(block_size + 1)
     idx = starts[rows, None] + offsets[None, :]
     valid = offsets[None, :] < lengths[rows, None]
-    seq = np.where(valid, np.asarray(data)[np.minimum(idx, len(data) - 1)], -1).astype(np.int64)
+    seq = np.where(valid, np.asarray(data)[np.minimum(idx, len(data) - 1)].astype(np.int64), -1)
     x = np.where(seq[:, :-1] == -1, pad, seq[:, :-1])
     return torch.from_numpy(x), torch.from_numpy(seq[:, 1:].copy())
 
@@ -442,6 +441,7 @@ while True:
     for group in opt.param_groups:
         group['lr'] = lr
     t0 = time.time()
+    loss_value = torch.zeros((), device=device)  # mean loss over the step's micro-batches (all ranks)
     for micro in range(local_accum_steps):
         x, y = get_batch('train', iter_num, micro * ddp_world_size + ddp_rank)
         if ddp:  # sync gradients only on the last micro-step
@@ -449,8 +449,8 @@ while True:
         with ctx:
             _, loss = model(x, y)
             loss = loss / local_accum_steps
+        loss_value += loss.detach().float()
         scaler.scale(loss).backward()
-    loss_value = loss.detach().float() * local_accum_steps
     if ddp:
         dist.all_reduce(loss_value, op=dist.ReduceOp.AVG)
     finite = bool(torch.isfinite(loss_value))
