@@ -24,6 +24,7 @@ BK-Core. With s_i = a_i - z on the diagonal and 1 on both off-diagonals:
 This is the seed model of ../shared/SEEDS.md §2 (4,146,120 parameters at its config) with its bugs fixed: causal by
 default, exact gradients, a router that learns, any length <= block_size, and its optimisation flags made real.
 """
+import math
 from dataclasses import dataclass
 
 import torch
@@ -101,6 +102,66 @@ def bk_causal_scan(s, g0=None, keep=None):
     return (a * g0 + b) / (c * g0 + d)
 
 
+def _chunk_len(N, limit_growth=None):
+    """Chunk length K of the chunked recurrences: ~sqrt(1.5 N) balances the K steps inside the chunks against the
+    N/K steps across them (which cost ~1.5x more ops each); capped at limit_growth when given."""
+    K = max(1, min(int(math.sqrt(1.5 * N)) + 1, N))
+    return K if limit_growth is None else max(1, min(K, limit_growth))
+
+
+def bk_causal_chunked(s, g0=None, keep=None):
+    """
+    The causal BK recurrence in two levels, for CPUs: ~3 sqrt(N) sequential steps instead of N.
+
+    Cut the sequence into C chunks of K positions. Inside a chunk, g_i is a Moebius function of the g entering the
+    chunk: g_i = (A_i . (g_in, 1)) / (Cd_i . (g_in, 1)), where [[A_i], [Cd_i]] (rows) is the product of the chunk's
+    M_j = [[0, 1], [-1, s_j]] up to i (see bk_causal_scan). The rows follow Cd_i = s_i Cd_{i-1} - A_{i-1},
+    A_i = Cd_{i-1} (the theta recurrence of the seed, restarted in every chunk, for two starting vectors), from
+    A = (1, 0), Cd = (0, 1). So: (1) K steps over all chunks at once (lanes B x C) give every A_i, Cd_i;
+    (2) C steps carry g across the chunk ends; (3) one vectorised Moebius evaluation gives every g_i.
+    The products are not normalised, so K is capped such that (max|s| + 1)^K stays below 1e30 (complex64) or 1e290
+    (complex128); within that, the theta recurrence of the dominant solution is stable (tests: error ~2e-7 in
+    float32 at N = 4096). keep False = identity factor (position skipped).
+    s, g0, keep, returns: as bk_causal_sequential.
+    """
+    B, N = s.shape
+    max_s = s.abs().max().item() if N else 0.0
+    limit = 1e30 if s.dtype == torch.complex64 else 1e290
+    K = _chunk_len(N, int(math.log(limit) / math.log(max_s + 1.0)))
+    C = -(-N // K)
+    pad = C * K - N
+    if pad:                                   # padding at the end changes nothing before it
+        s = torch.cat([s, s.new_ones(B, pad)], 1)
+        keep = None if keep is None else torch.cat([keep, keep.new_ones(B, pad)], 1)
+    ab = s.new_zeros(B, C, 2)
+    cd = s.new_zeros(B, C, 2)
+    ab[..., 0] = 1
+    cd[..., 1] = 1
+    rows_ab, rows_cd = [], []
+    s_k = s.view(B, C, K, 1).unbind(2)
+    if keep is None:
+        for sk in s_k:
+            ab, cd = cd, sk * cd - ab
+            rows_ab.append(ab)
+            rows_cd.append(cd)
+    else:
+        for sk, kk in zip(s_k, keep.view(B, C, K, 1).unbind(2)):
+            ab, cd = torch.where(kk, cd, ab), torch.where(kk, sk * cd - ab, cd)
+            rows_ab.append(ab)
+            rows_cd.append(cd)
+    AB, CD = torch.stack(rows_ab, 2), torch.stack(rows_cd, 2)          # (B, C, K, 2)
+    g = torch.zeros_like(s[:, 0]) if g0 is None else g0.to(s.dtype)
+    g_in = [g]
+    a_end, b_end = AB[:, :, -1].unbind(-1)
+    c_end, d_end = CD[:, :, -1].unbind(-1)
+    for a, b, c, d in zip(a_end.unbind(1)[:-1], b_end.unbind(1)[:-1], c_end.unbind(1)[:-1], d_end.unbind(1)[:-1]):
+        g = torch.addcmul(b, a, g) / torch.addcmul(d, c, g)
+        g_in.append(g)
+    g_in = torch.stack(g_in, 1).unsqueeze(2)                            # (B, C, 1)
+    out = torch.addcmul(AB[..., 1], AB[..., 0], g_in) / torch.addcmul(CD[..., 1], CD[..., 0], g_in)
+    return out.reshape(B, C * K)[:, :N]
+
+
 def linear_recurrence_sequential(coef, x):
     """y_i = coef_i * y_{i-1} + x_i, y_{-1} = 0, along dim 1. coef, x: (B, N) (complex or real) -> y (B, N)."""
     y = torch.zeros_like(x[:, 0])
@@ -123,9 +184,39 @@ def linear_recurrence_scan(coef, x):
     return x
 
 
+def linear_recurrence_chunked(coef, x):
+    """The same as linear_recurrence_sequential in ~2 sqrt(N) steps: inside chunks of K, y_i = Y_i + P_i y_in with
+    Y the chunk-local recurrence from 0 and P_i = cumprod of coef since the chunk start; then C steps carry y_in."""
+    B, N = x.shape
+    K = _chunk_len(N)
+    C = -(-N // K)
+    pad = C * K - N
+    if pad:
+        coef, x = torch.cat([coef, coef.new_zeros(B, pad)], 1), torch.cat([x, x.new_zeros(B, pad)], 1)
+    cc, xc = coef.view(B, C, K), x.view(B, C, K)
+    P = torch.cumprod(cc, 2)
+    y = torch.zeros_like(xc[:, :, 0])
+    Y = []
+    for c_k, x_k in zip(cc.unbind(2), xc.unbind(2)):
+        y = torch.addcmul(x_k, c_k, y)
+        Y.append(y)
+    Y = torch.stack(Y, 2)                                               # (B, C, K)
+    y_in = [torch.zeros_like(x[:, 0])]
+    for y_end, p_end in zip(Y[:, :-1, -1].unbind(1), P[:, :-1, -1].unbind(1)):
+        y_in.append(torch.addcmul(y_end, p_end, y_in[-1]))
+    y_in = torch.stack(y_in, 1).unsqueeze(2)
+    return torch.addcmul(Y, P, y_in).reshape(B, C * K)[:, :N]
+
+
+# scan name -> (causal BK recurrence, linear recurrence of its adjoint)
+SCANS = {'sequential': (bk_causal_sequential, linear_recurrence_sequential),
+         'parallel': (bk_causal_scan, linear_recurrence_scan),
+         'chunked': (bk_causal_chunked, linear_recurrence_chunked)}
+
+
 class BKCausalAnalytic(torch.autograd.Function):
     """
-    The causal BK recurrence with its exact O(N) backward (instead of autograd through the loop or scan).
+    The causal BK recurrence with its exact O(N) backward (instead of autograd through the loop or scans).
 
     Forward g_i = 1/(s_i - g_{i-1}) is holomorphic in (s_i, g_{i-1}):  dg_i/ds_i = -g_i^2,  dg_i/dg_{i-1} = g_i^2.
     PyTorch's complex autograd passes the conjugate Wirtinger gradient grad_w = dL/dRe(w) + 1j dL/dIm(w) of a real
@@ -136,12 +227,12 @@ class BKCausalAnalytic(torch.autograd.Function):
     dg_i/dg_{i-1} = 1 and no dependence on s_i. Memory: g alone (B, N). Checked by torch.autograd.gradcheck.
 
     apply(s, g0, keep, scan): s (B, N) complex; g0 (B,) complex or None; keep (B, N) bool or None;
-    scan: True -> log-depth scans forward and backward, False -> sequential loops. Returns g (B, N) complex.
+    scan: 'sequential' | 'parallel' | 'chunked', the form of both recurrences (see SCANS). Returns g (B, N) complex.
     """
 
     @staticmethod
     def forward(ctx, s, g0, keep, scan):
-        g = (bk_causal_scan if scan else bk_causal_sequential)(s, g0, keep)
+        g = SCANS[scan][0](s, g0, keep)
         ctx.save_for_backward(g, keep)
         ctx.scan, ctx.has_g0 = scan, g0 is not None
         return g
@@ -152,8 +243,7 @@ class BKCausalAnalytic(torch.autograd.Function):
         dg_dprev = g * g if keep is None else torch.where(keep, g * g, torch.ones_like(g))    # c_i = dg_i/dg_{i-1}
         # reverse-time recurrence lam_i = grad_i + conj(c_{i+1}) lam_{i+1}, run forward on flipped sequences
         coef = torch.cat([dg_dprev[:, 1:].conj(), torch.zeros_like(g[:, :1])], 1).flip(1)
-        recurrence = linear_recurrence_scan if ctx.scan else linear_recurrence_sequential
-        lam = recurrence(coef, grad_g.flip(1)).flip(1)
+        lam = SCANS[ctx.scan][1](coef, grad_g.flip(1)).flip(1)
         grad_s = -(g * g).conj() * lam
         if keep is not None:
             grad_s = torch.where(keep, grad_s, torch.zeros_like(grad_s))
@@ -217,26 +307,27 @@ def bk_core(v, causal=True, grad='autograd', scan='auto', g0=None, keep=None, z=
     causal: True -> g_i = [(H_{0..i} - zI)^-1]_{ii}; False -> the seed's full diagonal (sees the future).
     grad: 'autograd' (through the loop/scan), 'analytic' (BKCausalAnalytic, exact O(N)), 'seed' (the seed's wrong
       diagonal blend, BKSeedBackward).
-    scan: 'sequential', 'parallel' (log-depth scan), 'auto' (parallel on accelerators, and on a CPU for N > 512,
-      where it measured faster than the loop; see bench_bkcore.py).
+    scan: 'sequential' (N steps), 'parallel' (log2 N steps of the Hillis-Steele scan, O(N log N) work),
+      'chunked' (~3 sqrt(N) steps, O(N) work), 'auto' = 'parallel' on accelerators, 'chunked' on a CPU
+      (fastest there at every length measured by bench_bkcore.py).
     g0 (B,) complex, keep (B, N) bool: carried state and skip mask of the causal chain (see bk_causal_sequential).
     returns g (B, N) complex.
     """
-    if scan not in ('auto', 'sequential', 'parallel'):
-        raise ValueError(f"bk_scan must be 'auto', 'sequential' or 'parallel', got {scan!r}")
+    if scan not in ('auto',) + tuple(SCANS):
+        raise ValueError(f"bk_scan must be 'auto', {', '.join(map(repr, SCANS))}, got {scan!r}")
     if grad not in ('autograd', 'analytic', 'seed'):
         raise ValueError(f"bk_grad must be 'autograd', 'analytic' or 'seed', got {grad!r}")
     if not causal and (g0 is not None or keep is not None):
         raise ValueError("the non-causal BK-Core has no carried state or skip mask")
-    N = v.shape[1]
-    use_scan = scan == 'parallel' or (scan == 'auto' and (v.device.type != 'cpu' or N > 512))
+    if scan == 'auto':
+        scan = 'chunked' if v.device.type == 'cpu' else 'parallel'
     with torch.autocast(v.device.type, enabled=False):
         v = v if v.dtype == torch.float64 else v.float()
 
         def causal_fn(s_, g0_=None, keep_=None):
             if grad == 'analytic':
-                return BKCausalAnalytic.apply(s_, g0_, keep_, use_scan)
-            return (bk_causal_scan if use_scan else bk_causal_sequential)(s_, g0_, keep_)
+                return BKCausalAnalytic.apply(s_, g0_, keep_, scan)
+            return SCANS[scan][0](s_, g0_, keep_)
 
         def compute(v_):
             s_ = (v_ - 2.0) - z                  # real - complex -> complex64 (complex128 for float64)
@@ -261,7 +352,7 @@ class ResNetBKConfig:
     dropout: float = 0.1          # inside the experts, as the seed
     bk_causal: bool = True        # False: the seed's full resolvent diagonal, which sees future tokens (reproduction)
     bk_grad: str = 'autograd'     # 'autograd' | 'analytic' (exact O(N) adjoint) | 'seed' (the seed's wrong backward)
-    bk_scan: str = 'auto'         # 'auto' | 'sequential' | 'parallel' (log-depth scan)
+    bk_scan: str = 'auto'         # 'auto' | 'sequential' | 'parallel' (log-depth scan) | 'chunked' (two-level)
     router: str = 'softmax'       # 'softmax': gate = router probability of the chosen expert (learns);
                                   # 'seed': softmax over the chosen logits only (a constant 1 at top_k=1)
     balance_loss: float = 0.01    # Switch load-balancing loss coefficient (training loss only); 0 = off
@@ -365,7 +456,7 @@ class BKLayer(nn.Module):
         g0 = None if state is None else state['g']
         g = bk_core(v, causal=cfg.bk_causal, grad=cfg.bk_grad, scan=cfg.bk_scan, g0=g0, keep=keep)
         new_state = {'g': g[:, -1]}
-        feats = torch.stack([g.real, g.imag], -1)                              # (B, T, 2) float32
+        feats = torch.view_as_real(g)                                          # (B, T, 2) [Re g, Im g]
         if m is not None:
             x = torch.cat([feats * m, m], -1).transpose(1, 2)                  # (B, 3, T)
             past = x.new_zeros(x.shape[0], 3, 2) if state is None else state['interp'].to(x.dtype)
@@ -458,7 +549,7 @@ class ResNetBK(nn.Module):
     def __init__(self, config):
         super().__init__()
         for name, allowed in (('bk_grad', ('autograd', 'analytic', 'seed')),
-                              ('bk_scan', ('auto', 'sequential', 'parallel')), ('router', ('softmax', 'seed'))):
+                              ('bk_scan', ('auto',) + tuple(SCANS)), ('router', ('softmax', 'seed'))):
             if getattr(config, name) not in allowed:
                 raise SystemExit(f"error: {name} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
         if not 1 <= config.top_k <= config.n_experts:

@@ -1,0 +1,129 @@
+"""
+Speed of the BK-Core alone and of a full ResNet-BK training step: the seed's implementation (seed_reference.py)
+against ours (model_resnetbk.py), on this machine, in one run.
+
+    python bench_bkcore.py                        # core at B=16, N=128/512/2048 + training step at the seed setting
+    python bench_bkcore.py --what core --lengths 128,512 --reps 5 --json out.json
+
+Core: forward + backward of v (B, N) -> features [Re G, Im G] (B, N, 2) with a random linear loss.
+  seed        vmapped theta/phi in complex128 + the seed's blended backward (what the seed trained with;
+              note it returns zeros for N >= ~1000, where theta/phi overflow)
+  seq/autograd     our causal recurrence, sequential loop (N steps), autograd through it
+  scan/autograd    the log-depth Hillis-Steele scan (log2 N steps), autograd through it
+  chunk/autograd   the two-level chunked recurrence (~3 sqrt(N) steps; bk_scan='auto' on a CPU)
+  */analytic       the same forwards with the exact O(N) backward (BKCausalAnalytic) in the same form
+Step: forward, cross-entropy, backward, clip_grad_norm(0.5), AdamW at vocab 30000, batch 16, 128 positions,
+  n_embd 64, 4 layers, 4 experts top-1 (4,146,120 parameters), as the seed's WikiText-103 run:
+  seed        seed_reference.SeedResNetBK (non-causal theta/phi BK, its MoE loop)
+  ours        ResNetBK at its defaults (causal; bk_grad and bk_scan as given), plus variants.
+Variants run interleaved (round-robin) and the median is reported, so a busy shared machine hurts all alike.
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+
+import model_resnetbk as bk
+import seed_reference as seed
+
+
+def core_variants(B, N):
+    """name -> function running one forward + backward of the BK-Core on fresh inputs of shape (B, N)."""
+    gen = torch.Generator().manual_seed(N)
+    v = (torch.rand(B, N, generator=gen) * 6 - 3).requires_grad_()
+    w = torch.randn(B, N, 2, generator=gen)
+
+    def seed_run():
+        (seed.seed_bk_features(v) * w).sum().backward()
+
+    def ours(scan, grad):
+        def run():
+            g = bk.bk_core(v, causal=True, grad=grad, scan=scan)
+            (torch.view_as_real(g) * w).sum().backward()
+        return run
+
+    out = {'seed': seed_run}
+    for scan, short in (('sequential', 'seq'), ('parallel', 'scan'), ('chunked', 'chunk')):
+        for grad in ('autograd', 'analytic'):
+            out[f'{short}/{grad}'] = ours(scan, grad)
+    return out
+
+
+def step_variants(B=16, N=128, V=30000):
+    """name -> function running one training step at the seed setting."""
+    gen = torch.Generator().manual_seed(0)
+    idx = torch.randint(0, V, (B, N), generator=gen)
+    tgt = torch.randint(0, V, (B, N), generator=gen)
+
+    def make(model, is_seed):
+        model.train()
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+
+        def run():
+            if is_seed:
+                logits = model(idx)
+                loss = torch.nn.functional.cross_entropy(logits.view(-1, V), tgt.view(-1))
+            else:
+                _, loss = model(idx, tgt)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        return run
+
+    torch.manual_seed(0)
+    out = {'seed': make(seed.SeedResNetBK(vocab_size=V, block_size=N), True)}
+    for name, kw in (('ours', {}), ('ours/analytic', dict(bk_grad='analytic')),
+                     ('ours/mixed_precision', dict(use_mixed_precision=True))):
+        torch.manual_seed(0)
+        out[name] = make(bk.ResNetBK(bk.ResNetBKConfig(vocab_size=V, block_size=N, **kw)), False)
+    return out
+
+
+def bench(variants, reps, warmup=1):
+    """Round-robin timing: returns name -> median seconds."""
+    for fn in variants.values():
+        for _ in range(warmup):
+            fn()
+    times = {k: [] for k in variants}
+    for _ in range(reps):
+        for name, fn in variants.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split('\n')[1])
+    p.add_argument('--what', default='core,step', help="comma list of: core, step")
+    p.add_argument('--lengths', default='128,512,2048', help="core sequence lengths")
+    p.add_argument('--batch', type=int, default=16)
+    p.add_argument('--reps', type=int, default=5)
+    p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--json', default='', help="also write the results to this file")
+    args = p.parse_args()
+    torch.set_num_threads(args.threads)
+    result = {'threads': args.threads, 'batch': args.batch, 'torch': torch.__version__, 'core': {}, 'step': {}}
+    what = args.what.split(',')
+    if 'core' in what:
+        print(f"BK-Core forward+backward, B={args.batch}, median of {args.reps}, ms (speed-up vs seed)")
+        for N in [int(n) for n in args.lengths.split(',')]:
+            t = bench(core_variants(args.batch, N), args.reps)
+            result['core'][N] = {k: v * 1000 for k, v in t.items()}
+            print(f"  N={N:5d}  " + "  ".join(f"{k} {v * 1000:8.2f} ({t['seed'] / v:5.1f}x)" for k, v in t.items()),
+                  flush=True)
+    if 'step' in what:
+        print(f"training step, vocab 30000, B=16, N=128, median of {args.reps}, ms (speed-up vs seed)")
+        t = bench(step_variants(), args.reps)
+        result['step'] = {k: v * 1000 for k, v in t.items()}
+        print("  " + "  ".join(f"{k} {v * 1000:8.1f} ({t['seed'] / v:4.2f}x)" for k, v in t.items()), flush=True)
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(result, f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
