@@ -1,0 +1,535 @@
+"""
+FLOPs of one training step of any linlm model, by component, and the checks that make them trustworthy.
+
+    python flops.py config/X.py [--batch_size 16] [--block_size 128] [--key=value ...]   # the table
+    python flops.py config/X.py --check             # + one real step under torch's FlopCounterMode, compared
+    python flops.py config/wt103_resnetbk.py --batch_size 16 --convention seed   # the ResNet-BK seed's table
+
+The configuration is read exactly as train.py reads it (its globals' defaults, config files, --key=value; the model's
+config dataclass fills what is not set). vocab_size: an explicit vocab_size, else the dataset's meta.json, else the
+model's default. Every count is for one optimizer step of train.py: gradient_accumulation_steps micro-batches of
+batch_size x block_size tokens (forward + backward each), then one optimizer update.
+
+Convention 'exact' (the default). B batch, T sequence length, M = B*T positions.
+- Matmuls: 2 FLOPs per multiply-add, so x (m, k) @ W (k, n) is 2*m*k*n; a Linear's bias add is m*n more, counted as
+  elementwise. Attention scores q k^T and att @ v are 2*B*nh*T*T*hs each over the full T x T square, causal or not
+  (what the kernels and torch's counter count). Conv1d is 2 * outputs * (in_channels * kernel).
+  Backward of a matmul is exactly 2x its forward (the input gradient and the weight gradient, one matmul each).
+  Attention (scaled_dot_product_attention) backward: the fused kernels (flash / memory-efficient on CUDA, flash on
+  a CPU) recompute q k^T, so 5 matmuls = 2.5x the forward's two (scores 3x, values 2x); the math fallback (a CPU
+  with attention dropout > 0) runs 4 = 2x. We count what runs, so device_type matters for GPT only.
+  These are the FLOPs that torch.utils.flop_counter.FlopCounterMode sees, and --check shows they are equal.
+- Everything else is analytic, by these rules, and the counter cannot see it:
+  one FLOP per element for each add, subtract, multiply, divide, max, compare, clamp, and for each special function
+  (exp, log, erf, sigmoid, sqrt, reciprocal). So: ReLU 1, GELU (erf form, 0.5 x (1 + erf(x / sqrt 2))) 5,
+  dropout 1 (training, p > 0), residual add 1, bias 1, LayerNorm 7 per element (mean, centre, square, sum, times
+  rstd, gain, bias; 6 without bias), softmax 5 per element (max, subtract, exp, sum, divide), cross-entropy 5 per
+  logit (log-softmax), top-k selection 1 per candidate. Complex numbers in real FLOPs: add 2, multiply 6,
+  reciprocal 5 (1/(a+ib) = (a-ib)/(a^2+b^2)). The BK-Core recurrence g_i = 1/(s_i - g_{i-1}) is 2 (s_i = a_i - z)
+  + 7 per position; the non-causal seed diagonal runs it twice and combines (25 per position). The log-depth scan
+  (bk_scan='parallel', the GPU default) computes the same g with O(N log N) work for depth; we count the O(N)
+  algorithm. Embedding lookups are gathers (0 FLOPs); adding the position embedding is 1 per element; in the
+  backward each table's gradient is a scatter-add, 1 per element.
+  Backward of every non-matmul part: 2x its forward (its derivative, times the incoming gradient).
+- Optimizer (per parameter, torch's Adam/AdamW step): first moment lerp 3, second moment 4, denominator 3
+  (sqrt, bias correction, eps), update 3 = 13; AdamW's decoupled weight decay +1 on the parameters train.py decays
+  (>= 2-D); gradient clipping +3 (square, sum, scale) when it is on.
+
+Convention 'seed' (ResNet-BK only, the seed's flags off) is the seed's own formula (../shared/SEEDS.md §2), with
+T = B*N tokens: forward: embedding T*D; per layer LayerNorm 5TD, gating 2TDE, softmax 3TE, experts TK(8D^2 + 2D),
+BK-Core 34T, output projection 4TD; final LayerNorm 5TD; lm_head 2TDV. Not counted: v_proj, residual adds, loss.
+Backward: the Linear/MoE terms 2x, LayerNorm and embedding 1x, BK-Core 26T. Optimizer: 15 per parameter.
+
+Also reported: per token, the whole configured run (iterations x per step, train.py's iteration rule), parameters by
+component, and the 6*N*D estimate (N parameters, D tokens) beside the exact count. train.py imports step_flops() for
+MFU and results.json, and measure_peak_flops() when the config gives no peak_flops.
+"""
+import ast
+import dataclasses
+import json
+import os
+import re
+import sys
+import time
+from collections import namedtuple
+
+import numpy as np
+import torch
+
+import checkpoint as ckpt_io
+import configurator
+
+# one component: forward and backward FLOPs, split into what torch's counter sees (matmul/SDPA/conv) and the rest
+Row = namedtuple('Row', 'group name fwd_mm fwd_other bwd_mm bwd_other')
+
+
+def linear(group, name, m, k, n, bias=True, extra=0):
+    """x (m, k) @ W (k, n) [+ b]; extra: further elementwise FLOPs of the same component."""
+    mm, other = 2 * m * k * n, (m * n if bias else 0) + extra
+    return Row(group, name, mm, other, 2 * mm, 2 * other)
+
+
+def elementwise(group, name, count):
+    return Row(group, name, 0, count, 0, 2 * count)
+
+
+def _config(model_type, model_args):
+    config_cls, _ = ckpt_io.model_classes(model_type)
+    return model_args if isinstance(model_args, config_cls) else config_cls(**model_args)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# convention 'exact': one function per model, reading the model's config
+
+def gpt_rows(cfg, B, T, device_type='cuda'):
+    M, C, V, nh = B * T, cfg.n_embd, cfg.vocab_size, cfg.n_head
+    hs = C // nh
+    drop = 1 if cfg.dropout > 0 else 0
+    fused = device_type != 'cpu' or not drop  # a fused SDPA kernel recomputes q k^T in its backward (docstring)
+    ln = (7 if cfg.bias else 6) * M * C
+    rows = [Row('embedding', 'wte + wpe lookups, add' + (', dropout' if drop else ''), 0, M * C * (1 + drop),
+                0, 2 * M * C + 2 * drop * M * C)]
+    for i in range(cfg.n_layer):
+        g = f'layer {i}'
+        scores, probs = 2 * B * nh * T * T * hs, B * nh * T * T
+        rows += [elementwise(g, 'ln_1', ln),
+                 linear(g, 'attention qkv Linear(C,3C)', M, C, 3 * C, cfg.bias),
+                 Row(g, 'attention scores q k^T, scale, mask, softmax' + (', dropout' if drop else ''),
+                     scores, (7 + drop) * probs, (3 if fused else 2) * scores, 2 * (7 + drop) * probs),
+                 Row(g, 'attention values att v', scores, 0, 2 * scores, 0),
+                 linear(g, 'attention proj Linear(C,C), residual', M, C, C, cfg.bias, extra=(1 + drop) * M * C),
+                 elementwise(g, 'ln_2', ln),
+                 linear(g, 'MLP Linear(C,4C), GELU', M, C, 4 * C, cfg.bias, extra=5 * M * 4 * C),
+                 linear(g, 'MLP Linear(4C,C), residual', M, 4 * C, C, cfg.bias, extra=(1 + drop) * M * C)]
+    rows += [elementwise('final norm', 'ln_f', ln),
+             linear('lm_head', 'lm_head Linear(C,V), tied to wte', M, C, V, bias=False),
+             elementwise('loss', 'cross-entropy', 5 * M * V)]
+    return rows
+
+
+def newllm_rows(cfg, B, T):
+    M, E, H, C, V = B * T, cfg.n_embd, cfg.n_hidden, cfg.n_context, cfg.vocab_size
+    act = (2 if cfg.dropout > 0 else 1) * M * H  # ReLU (+ dropout)
+    steps = f' ({T} steps)'
+    rows = [Row('embedding', 'wte lookup', 0, 0, 0, M * E),
+            linear('layer 1', 'token half W1[:, :E] x_t + b1 (one matmul over B*T)', M, E, H),
+            linear('layer 1', 'context half W1[:, E:] c_t, ReLU' + (', dropout' if cfg.dropout > 0 else '') + steps,
+                   M, C, H, bias=False, extra=M * H + act)]
+    for l in range(2, cfg.n_layer + 1):
+        rows.append(linear(f'layer {l}', 'Linear(H,H), ReLU' + (', dropout' if cfg.dropout > 0 else '') + steps,
+                           M, H, H, extra=act))
+    rows += [linear('context heads', 'Linear(H,3C), 2 sigmoids, f*c + i*d' + steps, M, H, 3 * C, extra=5 * M * C),
+             elementwise('context LayerNorm', 'LayerNorm(C), clamp' + steps, 8 * M * C),
+             linear('lm_head', 'lm_head Linear(H,V)', M, H, V),
+             elementwise('loss', 'cross-entropy', 5 * M * V)]
+    return rows
+
+
+def bk_layer_rows(group, cfg, B, N):
+    """One BKLayer (MoE, v_proj, BK-Core, output projection; the sparse BK parts if on) over B sequences of N."""
+    M, D, E, K = B * N, cfg.n_embd, cfg.n_experts, cfg.top_k
+    drop = 2 * D if cfg.dropout > 0 else 0
+    chain = 9 if cfg.bk_causal else 25
+    rows = [linear(group, 'router Linear(D,E)', M, D, E),
+            elementwise(group, 'router softmax, top-k, balance' + (', gate softmax' if cfg.router == 'seed' else ''),
+                        M * (7 * E + (5 * K if cfg.router == 'seed' else 0))),
+            Row(group, f'experts Linear(D,2D)-ReLU-Linear(2D,D), top_{K} of {E}', 8 * M * K * D * D,
+                M * K * (7 * D + drop), 16 * M * K * D * D, 2 * M * K * (7 * D + drop)),
+            linear(group, 'v_proj Linear(D,1), clamp', M, D, 1, extra=M),
+            elementwise(group, 'BK-Core (' + ('causal recurrence' if cfg.bk_causal else 'full diagonal, seed') + ')',
+                        M * (chain + (1 if cfg.use_sparse_bk else 0)))]
+    if cfg.use_sparse_bk:
+        rows += [linear(group, 'sparse mask Linear(D,1), Gumbel-sigmoid, sparsity loss', M, D, 1,
+                        extra=11 * M),
+                 Row(group, 'sparse interpolator Conv1d(3,2,3), mix', 36 * M, 11 * M, 72 * M, 22 * M)]
+    rows.append(linear(group, 'output projection Linear(2,D), clamp, bk_scale, add', M, 2, D, extra=2 * M + 2 * M * D))
+    return rows
+
+
+def resnetbk_rows(cfg, B, T):
+    M, D, V = B * T, cfg.n_embd, cfg.vocab_size
+    rows = [Row('embedding', 'wte + wpe lookups, add', 0, M * D, 0, 2 * M * D)]
+    for i in range(cfg.n_layer):
+        g = f'layer {i}'
+        rows.append(elementwise(g, 'LayerNorm', 7 * M * D))
+        P = T // 2
+        if cfg.use_multi_scale and P > 0:
+            rows.append(elementwise(g, 'multi-scale pooling of position pairs', 3 * B * P * D))
+            rows += [r._replace(name='coarse ' + r.name) for r in bk_layer_rows(g, cfg, B, P)]
+            rows.append(linear(g, 'multi-scale Linear(D,2D) up, add', M, D, 2 * D, extra=M * D))
+        rows += bk_layer_rows(g, cfg, B, T)
+        rows.append(elementwise(g, 'residual', M * D))
+        if cfg.use_act:
+            rows.append(linear(g, 'ACT halting Linear(D,1), sigmoid, weighted sum', M, D, 1, extra=M * (3 * D + 8)))
+    rows += [elementwise('final norm', 'LayerNorm', 7 * M * D),
+             linear('lm_head', 'lm_head Linear(D,V)', M, D, V),
+             elementwise('loss', 'cross-entropy', 5 * M * V)]
+    return rows
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# convention 'seed': the ResNet-BK seed's formula
+
+def resnetbk_seed_rows(cfg, B, N):
+    flags = [f for f in ('use_act', 'use_multi_scale', 'use_sparse_bk') if getattr(cfg, f)]
+    if flags:
+        raise SystemExit(f"error: the seed convention covers the seed's architecture only; turn off {', '.join(flags)}")
+    T, D, E, K, V = B * N, cfg.n_embd, cfg.n_experts, cfg.top_k, cfg.vocab_size
+    rows = [Row('embedding', 'embedding T*D', 0, T * D, 0, T * D)]
+    for i in range(cfg.n_layer):
+        g = f'layer {i}'
+        rows += [Row(g, 'LayerNorm 5TD', 0, 5 * T * D, 0, 5 * T * D),
+                 Row(g, 'router/gating 2TDE', 2 * T * D * E, 0, 4 * T * D * E, 0),
+                 Row(g, 'softmax 3TE', 0, 3 * T * E, 0, 6 * T * E),
+                 Row(g, f'experts (top_{K} of {E}) TK(8D^2+2D)', T * K * 8 * D * D, T * K * 2 * D,
+                     2 * T * K * 8 * D * D, 2 * T * K * 2 * D),
+                 Row(g, 'BK-Core 34N*B (backward 26N*B)', 0, 34 * T, 0, 26 * T),
+                 Row(g, 'output projection Linear(2,D) 4TD', 4 * T * D, 0, 8 * T * D, 0)]
+    rows += [Row('final norm', 'LayerNorm 5TD', 0, 5 * T * D, 0, 5 * T * D),
+             Row('lm_head', 'lm_head 2TDV', 2 * T * D * V, 0, 4 * T * D * V, 0)]
+    return rows
+
+
+ROWS = {'gpt': gpt_rows, 'newllm': newllm_rows, 'resnetbk': resnetbk_rows}
+
+
+def breakdown(model_type, model_args, batch_size, seq_len, convention='exact', device_type='cuda'):
+    """-> [Row] of one forward + backward on a (batch_size, seq_len) batch; model_args: dict or config object.
+    device_type ('cuda' | 'cpu' | ...) only picks the attention kernel whose backward is counted (docstring)."""
+    cfg = _config(model_type, model_args)
+    if convention == 'seed':
+        if model_type != 'resnetbk':
+            raise SystemExit(f"error: the seed convention exists for resnetbk only, not {model_type}")
+        return resnetbk_seed_rows(cfg, batch_size, seq_len)
+    if convention != 'exact':
+        raise SystemExit(f"error: convention must be 'exact' or 'seed', not {convention!r}")
+    if model_type == 'gpt':
+        return gpt_rows(cfg, batch_size, seq_len, device_type)
+    return ROWS[model_type](cfg, batch_size, seq_len)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# parameters, optimizer, one training step
+
+PARAM_GROUPS = {  # parameter name -> component, first match
+    'gpt': [(r'transformer\.(wte|wpe)\.', 'embedding'), (r'transformer\.h\.(\d+)\.', 'layer {}'),
+            (r'transformer\.ln_f\.', 'final norm'), (r'lm_head\.', 'lm_head')],
+    'newllm': [(r'wte\.', 'embedding'), (r'mlp\.(\d+)\.', 'layer +{}'), (r'context_head\.', 'context heads'),
+               (r'ln_c\.', 'context LayerNorm'), (r'lm_head\.', 'lm_head')],
+    'resnetbk': [(r'(wte|wpe)\.', 'embedding'), (r'(?:blocks|halt)\.(\d+)\.', 'layer {}'),
+                 (r'ln_f\.', 'final norm'), (r'lm_head\.', 'lm_head')],
+}
+
+
+def param_groups(model_type, model):
+    """{component: parameters} (shared parameters once), in model order."""
+    out = {}
+    for name, p in model.named_parameters():
+        comp = name.split('.')[0]
+        for pattern, label in PARAM_GROUPS[model_type]:
+            m = re.match(pattern, name)
+            if m:
+                idx = [g for g in m.groups() if g and g.isdigit()]
+                comp = label.replace('+{}', str(int(idx[0]) + 1)) if '+{}' in label else label.format(*idx)
+                break
+        out[comp] = out.get(comp, 0) + p.numel()
+    return out
+
+
+def optimizer_rows(model, optimizer, grad_clip, convention='exact'):
+    """The optimizer update of one step (see the module docstring)."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    P = sum(p.numel() for p in params)
+    if convention == 'seed':
+        return [Row('optimizer', f'{optimizer} 15 per parameter (seed)', 0, 15 * P, 0, 0)]
+    decayed = sum(p.numel() for p in params if p.dim() >= 2) if optimizer == 'adamw' else 0
+    rows = [Row('optimizer', f'{optimizer} 13 per parameter' + (' + decay of >= 2-D weights' if decayed else ''),
+                0, 13 * P + decayed, 0, 0)]
+    if grad_clip:
+        rows.append(Row('optimizer', 'gradient clipping 3 per parameter', 0, 3 * P, 0, 0))
+    return rows
+
+
+def lookup_only_params(model):
+    """Parameters of embedding tables that are only looked up (not also a matmul weight, as GPT's tied wte)."""
+    linear_weights = {id(m.weight) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    return sum(m.weight.numel() for m in model.modules()
+               if isinstance(m, torch.nn.Embedding) and id(m.weight) not in linear_weights)
+
+
+def step_flops(model_type, model_args, batch_size, seq_len, accum_steps=1, optimizer='adamw', grad_clip=True,
+               convention='exact', device_type='cuda', model=None):
+    """
+    One optimizer step of train.py: accum_steps micro-batches of (batch_size, seq_len), forward + backward each,
+    then one update. model: the built model (else one is built on the meta device, no memory). -> dict of
+    rows, optimizer_rows, forward, backward, optimizer, per_step, per_token, forward_matmul, backward_matmul,
+    tokens, n_params, params (by component), estimate_6nd, estimate_6nd_no_lookup.
+    """
+    cfg = _config(model_type, model_args)
+    if model is None:
+        with torch.device('meta'):
+            model = ckpt_io.build_model(model_type, dataclasses.asdict(cfg))
+    rows = breakdown(model_type, cfg, batch_size, seq_len, convention, device_type)
+    opt_rows = optimizer_rows(model, optimizer, grad_clip, convention)
+    tokens = accum_steps * batch_size * seq_len
+    n_params = sum(p.numel() for p in model.parameters())
+    out = {'rows': rows, 'optimizer_rows': opt_rows, 'accum_steps': accum_steps, 'tokens': tokens,
+           'forward': accum_steps * sum(r.fwd_mm + r.fwd_other for r in rows),
+           'backward': accum_steps * sum(r.bwd_mm + r.bwd_other for r in rows),
+           'forward_matmul': accum_steps * sum(r.fwd_mm for r in rows),
+           'backward_matmul': accum_steps * sum(r.bwd_mm for r in rows),
+           'optimizer': sum(r.fwd_other for r in opt_rows),
+           'n_params': n_params, 'params': param_groups(model_type, model),
+           'estimate_6nd': 6 * n_params * tokens,
+           'estimate_6nd_no_lookup': 6 * (n_params - lookup_only_params(model)) * tokens}
+    out['per_step'] = out['forward'] + out['backward'] + out['optimizer']
+    out['per_token'] = out['per_step'] / tokens
+    return out
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# measured: torch's FlopCounterMode on one real step, and a peak FLOP/s for MFU
+
+def _cpu_sdpa(q, k, v, *args, out_shape=None, **kwargs):
+    from torch.utils.flop_counter import sdpa_flop_count
+    return sdpa_flop_count(q, k, v)
+
+
+def _cpu_sdpa_backward(grad_out, q, k, v, *args, out_shape=None, **kwargs):
+    from torch.utils.flop_counter import sdpa_backward_flop_count
+    return sdpa_backward_flop_count(grad_out, q, k, v)
+
+
+def measure_step(model, batch_size, seq_len, vocab_size, device='cpu', optimizer='adamw'):
+    """
+    One real training step (forward, backward, optimizer update) on random tokens under FlopCounterMode.
+    -> {'forward': n, 'backward': n, 'optimizer': n, 'by_op': {op: n}}. torch's counter has no formula for the CPU
+    flash-attention kernel (SDPA without dropout on a CPU); we register torch's own SDPA formula for it.
+    """
+    from torch.utils.flop_counter import FlopCounterMode
+    aten = torch.ops.aten
+    custom = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa,
+              aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward}
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(device)
+    y = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(device)
+    model.to(device).train()
+    opt_cls = torch.optim.AdamW if optimizer == 'adamw' else torch.optim.Adam
+    opt = opt_cls(model.parameters(), lr=1e-4)
+    counts, by_op = {}, {}
+    for phase in ('forward', 'backward', 'optimizer'):
+        with FlopCounterMode(display=False, custom_mapping=custom) as fc:
+            if phase == 'forward':
+                _, loss = model(x, y)
+            elif phase == 'backward':
+                loss.backward()
+            else:
+                opt.step()
+        counts[phase] = fc.get_total_flops()
+        for op, n in fc.get_flop_counts().get('Global', {}).items():
+            by_op[str(op)] = by_op.get(str(op), 0) + n
+    counts['by_op'] = by_op
+    return counts
+
+
+def measure_peak_flops(device, dtype=torch.float32, seconds=0.25):
+    """
+    FLOP/s of square matmuls on one device in dtype, a short benchmark (about `seconds`): the peak for MFU when the
+    config does not give one. -> (flops_per_second, description).
+    """
+    device = torch.device(device)
+    n = 4096 if device.type == 'cuda' else 1024
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
+    a @ b  # warm-up
+    sync()
+    reps, t0 = 0, time.perf_counter()
+    while True:
+        for _ in range(4):
+            a @ b
+        reps += 4
+        sync()
+        dt = time.perf_counter() - t0
+        if dt >= seconds:
+            break
+    name = str(dtype).replace('torch.', '')
+    return 2 * n ** 3 * reps / dt, f"measured: {n}x{n} {name} matmul on {device.type}"
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# command line
+
+def train_defaults():
+    """train.py's configuration globals with their defaults, read from its source (importing it would train).
+    A default computed at run time (device) becomes None: any value is accepted for it."""
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
+    out = {}
+    for node in ast.parse(open(path).read()).body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name == 'config_keys':  # the end of the defaults block
+                break
+            try:
+                out[name] = ast.literal_eval(node.value)
+            except ValueError:
+                out[name] = None
+    return out
+
+
+def run_iterations(cfg, data_dir, meta):
+    """Iterations of the configured run by train.py's rule (tightest of max_iters and max_epochs) -> (n, how)."""
+    B, T, accum = cfg['batch_size'], cfg['block_size'], cfg['gradient_accumulation_steps']
+    why = []
+    if cfg['max_epochs']:
+        per_epoch = None
+        if meta is not None and cfg['batch_mode'] == 'random':
+            n = meta['splits']['train']['tokens']
+            n = min(n, cfg['data_limit']) if cfg['data_limit'] else n
+            per_epoch = -(-((n - 1) // T) // (B * accum))
+        elif meta is not None and os.path.isfile(os.path.join(data_dir, 'train.bin')):  # seed_lines windows
+            data = np.memmap(os.path.join(data_dir, 'train.bin'), dtype=np.uint16, mode='r')
+            data = data[:cfg['data_limit']] if cfg['data_limit'] else data
+            starts = np.flatnonzero(np.asarray(data) == meta['special_tokens'].get('<bos>', -1))
+            lengths = np.diff(np.append(starts, len(data)))
+            L = T + 1
+            windows = np.where(lengths <= L, 1, np.maximum(lengths - L, 0) // (L // 2) + 1).sum()
+            per_epoch = -(-int(windows) // (B * accum))
+        if per_epoch is None:
+            why.append(f"max_epochs={cfg['max_epochs']} (iterations per epoch unknown without {data_dir})")
+        else:
+            why.append((cfg['max_epochs'] * per_epoch, f"max_epochs={cfg['max_epochs']} x {per_epoch:,} per epoch"))
+    if cfg['max_iters']:
+        why.append((cfg['max_iters'], f"max_iters={cfg['max_iters']}"))
+    known = [w for w in why if isinstance(w, tuple)]
+    if known:
+        return min(known)
+    return None, (why[0] if why else f"max_time={cfg['max_time']} s: iterations unknown in advance")
+
+
+def _fmt(n):
+    return f"{n:,.0f}" if abs(n) >= 1 or n == 0 else f"{n:.3g}"
+
+
+def print_table(s, width=66, matmul=True):
+    """The rows grouped by component (a group's parts indented below its total), then the step's totals.
+    matmul: also a column of the forward FLOPs that torch's counter sees."""
+    mm = lambda n: f" {_fmt(n):>16}" if matmul else ''
+    print(f"{'component':<{width}} {'forward':>17} {'backward':>17}" + (f" {'fwd matmul':>16}" if matmul else ''))
+    groups = []
+    for r in s['rows']:
+        if not groups or groups[-1][0] != r.group:
+            groups.append((r.group, []))
+        groups[-1][1].append(r)
+    for group, rows in groups:
+        f, b, m = (sum(x) for x in zip(*[(r.fwd_mm + r.fwd_other, r.bwd_mm + r.bwd_other, r.fwd_mm) for r in rows]))
+        label = group if len(rows) > 1 or rows[0].name == group else f"{group}: {rows[0].name}"
+        print(f"{label:<{width}} {_fmt(f):>17} {_fmt(b):>17}" + mm(m))
+        if len(rows) > 1:
+            for r in rows:
+                print(f"  {r.name:<{width - 2}} {_fmt(r.fwd_mm + r.fwd_other):>17} {_fmt(r.bwd_mm + r.bwd_other):>17}"
+                      + mm(r.fwd_mm))
+    accum = s['accum_steps']
+    x = f" (x{accum} micro-batches)" if accum > 1 else ''
+    print('-' * (width + 36 + (17 if matmul else 0)))
+    print(f"{'forward' + x:<{width}} {_fmt(s['forward']):>17} {'':>17}" + mm(s['forward_matmul']))
+    print(f"{'backward' + x:<{width}} {'':>17} {_fmt(s['backward']):>17}" + mm(s['backward_matmul']))
+    for r in s['optimizer_rows']:
+        print(f"  {r.name:<{width - 2}} {_fmt(r.fwd_other):>17}")
+    print(f"{'optimizer':<{width}} {_fmt(s['optimizer']):>17}")
+    print(f"{'per step':<{width}} {_fmt(s['per_step']):>17}")
+    print(f"{'per token (' + format(s['tokens'], ',') + ' tokens per step)':<{width}} {s['per_token']:>17,.1f}")
+
+
+def main(argv):
+    check = '--check' in argv
+    argv = [a for a in argv if a != '--check']
+    convention, rest, i = 'exact', [], 0
+    while i < len(argv):  # accept `--key value` as well as `--key=value`
+        a = argv[i]
+        if a.startswith('--') and '=' not in a and i + 1 < len(argv) and not argv[i + 1].startswith('--') \
+                and not argv[i + 1].endswith('.py'):
+            a, i = f"{a}={argv[i + 1]}", i + 1
+        if a.startswith('--convention='):
+            convention = a.split('=', 1)[1]
+        else:
+            rest.append(a)
+        i += 1
+    defaults = train_defaults()
+    model_keys = {k: t for mt in ckpt_io.MODELS for k, (t, _) in ckpt_io.config_fields(mt).items() if k not in defaults}
+    overrides = configurator.parse_args(rest, defaults, model_keys)
+    cfg = {**defaults, **{k: v for k, v in overrides.items() if k in defaults}}
+    model_type = cfg['model_type']
+    fields = ckpt_io.config_fields(model_type)
+    bad = [k for k in overrides if k in model_keys and k not in fields]
+    if bad:
+        raise SystemExit(f"error: '{bad[0]}' is not a field of {model_type}'s config ({', '.join(fields)})")
+    model_args = {k: v for k, v in overrides.items() if k in fields}
+    if 'block_size' in fields:
+        model_args['block_size'] = cfg['block_size']
+    data_dir = cfg['dataset'] if os.path.isdir(cfg['dataset']) else os.path.join('data', cfg['dataset'])
+    meta = None
+    if os.path.isfile(os.path.join(data_dir, 'meta.json')):
+        with open(os.path.join(data_dir, 'meta.json')) as f:
+            meta = json.load(f)
+    if 'vocab_size' in model_args:
+        vocab_from = 'set in the config'
+        if meta is not None and meta['vocab_size'] != model_args['vocab_size']:
+            vocab_from += f"; {data_dir}/meta.json says {meta['vocab_size']}"
+    elif meta is not None:
+        model_args['vocab_size'], vocab_from = meta['vocab_size'], f"{data_dir}/meta.json"
+    else:
+        vocab_from = f"model default; no {data_dir}/meta.json"
+    cfg_obj = _config(model_type, model_args)
+    B, T, accum = cfg['batch_size'], cfg['block_size'], cfg['gradient_accumulation_steps']
+    clip = bool(cfg['grad_clip_schedule']) or cfg['grad_clip'] > 0
+    device = cfg['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
+    device_type = torch.device(device).type
+    s = step_flops(model_type, cfg_obj, B, T, accum, cfg['optimizer'], clip, convention, device_type)
+
+    print(f"{model_type}: {s['n_params']:,} parameters | batch {B} x {T} tokens"
+          f"{f' x {accum} accumulation steps' if accum > 1 else ''} | vocab {cfg_obj.vocab_size:,} ({vocab_from}) "
+          f"| convention {convention} | {device_type}")
+    print_table(s, matmul=convention == 'exact')
+    iters, how = run_iterations(cfg, data_dir, meta)
+    if iters:
+        print(f"{'whole run: ' + f'{iters:,} iterations ({how})':<66} {_fmt(iters * s['per_step']):>17}")
+    else:
+        print(f"whole run: {how}")
+    ratio = s['per_step'] / s['estimate_6nd']
+    print(f"6*N*D estimate, N = {s['n_params']:,} parameters, D = {s['tokens']:,} tokens: "
+          f"{s['estimate_6nd']:,} (exact per step / estimate = {ratio:.3f})")
+    n_mm = s['estimate_6nd_no_lookup'] // (6 * s['tokens'])
+    if n_mm != s['n_params']:
+        print(f"6*N*D without lookup-only embedding tables, N = {n_mm:,}: {s['estimate_6nd_no_lookup']:,} "
+              f"(exact / estimate = {s['per_step'] / s['estimate_6nd_no_lookup']:.3f})")
+    print("parameters by component:")
+    for comp, n in s['params'].items():
+        print(f"  {comp:<30} {n:>14,} {100 * n / s['n_params']:6.2f}%")
+    if model_type == 'gpt':
+        print("  (lm_head shares the embedding's wte weight)")
+
+    if check:
+        bc = min(B, 4)
+        torch.manual_seed(0)
+        model = ckpt_io.build_model(model_type, dataclasses.asdict(cfg_obj))
+        a = step_flops(model_type, cfg_obj, bc, T, 1, cfg['optimizer'], clip, 'exact', device_type, model=model)
+        m = measure_step(model, bc, T, cfg_obj.vocab_size, device, cfg['optimizer'])
+        print(f"\n--check: one training step (forward, backward, {cfg['optimizer']} update) at batch {bc} x {T} on "
+              f"{device}, under torch.utils.flop_counter.FlopCounterMode (it counts matmuls, SDPA, convolutions)")
+        print(f"{'':<12} {'analytic matmul':>20} {'measured':>20}")
+        ok = True
+        for phase, want in (('forward', a['forward_matmul']), ('backward', a['backward_matmul']), ('optimizer', 0)):
+            same = want == m[phase]
+            ok &= same
+            print(f"{phase:<12} {want:>20,} {m[phase]:>20,}   {'equal' if same else 'DIFFERENT'}")
+        print("measured by op: " + ', '.join(f"{op} {n:,}" for op, n in sorted(m['by_op'].items())))
+        print(f"analytic only (the counter cannot see them: elementwise, norms, softmax, activations, loss, "
+              f"recurrences/scans, optimizer): forward {a['forward'] - a['forward_matmul']:,}, "
+              f"backward {a['backward'] - a['backward_matmul']:,}, optimizer {a['optimizer']:,}")
+        if not ok:
+            raise SystemExit("error: analytic matmul FLOPs differ from torch's FlopCounterMode")
+
+
+if __name__ == '__main__':
+    main(sys.argv[1:])
