@@ -27,6 +27,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import checkpoint as ckpt_io
 import configurator
 import curves
+import flops
 from eval import evaluate_tokens, split_metrics
 
 # -----------------------------------------------------------------------------
@@ -78,6 +79,7 @@ max_bad_steps = 5           # stop after this many non-finite losses in a row
 device = 'cuda' if torch.cuda.is_available() else 'cpu'
 dtype = 'float32'           # 'float32', 'bfloat16' or 'float16' (autocast; float16 uses a GradScaler)
 compile = False
+peak_flops = 0.0            # peak FLOP/s of one device, for MFU; 0 = measure once with a short matmul benchmark
 seed = 1337
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list))]
@@ -302,6 +304,20 @@ if ddp:
 n_params = raw_model.get_num_params()
 log(f"{model_type}: {n_params:,} parameters | {dataset}: {len(train_data):,} train tokens, vocab {meta['vocab_size']} "
     f"| {iters_per_epoch:,} iterations per epoch of {tokens_per_iter:,} tokens")
+# FLOPs of one iteration (all micro-batches and ranks, the optimizer once; flops.py) and the peak for MFU
+step_flops = flops.step_flops(model_type, raw_model.config, batch_size, block_size, gradient_accumulation_steps,
+                              optimizer, bool(grad_clip_schedule) or grad_clip > 0, device_type=device_type,
+                              model=raw_model)
+flops_per_iter = step_flops['per_step']
+if peak_flops > 0:
+    peak, peak_source = peak_flops, 'peak_flops from the config'
+elif master_process:
+    peak, peak_source = flops.measure_peak_flops(device, ptdtype)
+else:
+    peak, peak_source = float('inf'), 'measured on rank 0'  # only rank 0 logs
+log(f"{flops_per_iter:.4g} FLOPs per iteration (forward {step_flops['forward']:.4g}, backward "
+    f"{step_flops['backward']:.4g}, optimizer {step_flops['optimizer']:.4g}) | MFU against {peak:.4g} FLOP/s per "
+    f"device ({peak_source})")
 
 # run length in iterations: the tightest of max_iters and max_epochs (max_time is checked as we go)
 total_iters = min([n for n in (max_iters, max_epochs * iters_per_epoch) if n > 0], default=0)
@@ -484,7 +500,8 @@ while True:
             remaining.append(max_time - train_seconds)
         eta = min(remaining)
         log(f"iter {iter_num} | epoch {iter_num / iters_per_epoch:.2f} | loss {loss_value.item():.4f} | lr {lr:.2e} | "
-            f"{dt * 1000:.1f} ms/iter | {tokens_per_iter / dt:,.0f} tok/s | ETA {eta / 60:.1f} min")
+            f"{dt * 1000:.1f} ms/iter | {tokens_per_iter / dt:,.0f} tok/s | "
+            f"MFU {100 * flops_per_iter / (dt * peak * ddp_world_size):.1f}% | ETA {eta / 60:.1f} min")
     end_of_epoch = iter_num % iters_per_epoch == 0
     if end_of_epoch:
         epoch_log.append({'epoch': iter_num // iters_per_epoch, 'train_loss': loss_sum / max(loss_count, 1),
@@ -521,6 +538,9 @@ if master_process:
         'total_tokens': iter_num * tokens_per_iter, 'vocab_size': meta['vocab_size'],
         'num_params': n_params, 'model_size_mb': sum(t.numel() * t.element_size() for t in raw_model.state_dict().values()) / 2**20,
         'peak_memory_mb': peak_mb, 'peak_memory_kind': peak_kind,
+        'forward_flops': step_flops['forward'], 'backward_flops': step_flops['backward'],
+        'optimizer_flops': step_flops['optimizer'], 'total_flops_per_step': flops_per_iter,
+        'total_training_flops': flops_per_iter * iter_num, 'peak_flops': peak, 'peak_flops_source': peak_source,
         'epoch_losses': [e['train_loss'] for e in epoch_log],
         'epoch_perplexities': [math.exp(e['train_loss']) for e in epoch_log],
         'epoch_times': [e['seconds'] for e in epoch_log],
