@@ -164,10 +164,8 @@ def resnetbk_rows(cfg, B, T):
         if cfg.use_act:
             rows.append(linear(g, 'ACT halting Linear(D,1), sigmoid, weighted sum', M, D, 1, extra=M * (3 * D + 8)))
     rows += [elementwise('final norm', 'LayerNorm', 7 * M * D),
-             # training runs the fused LinearCrossEntropy: the bias is one more input column, [h, 1] [W, b]^T, so the
-             # logits and the gradient of [W, b] are (D+1)-deep matmuls; the gradient of h is D deep
-             Row('lm_head', 'lm_head Linear(D,V), bias as column D+1 (fused with the loss)', 2 * M * (D + 1) * V, 0,
-                 2 * M * V * D + 2 * M * V * (D + 1), 0),
+             # training runs it fused with the loss (LinearCrossEntropy), which forms its gradients in the forward
+             linear('lm_head', 'lm_head Linear(D,V) (fused with the loss)', M, D, V),
              elementwise('loss', 'cross-entropy', 5 * M * V)]
     return rows
 
