@@ -28,10 +28,10 @@ Convention 'exact' (the default). B batch, T sequence length, M = B*T positions.
   rstd, gain, bias; 6 without bias), softmax 5 per element (max, subtract, exp, sum, divide), cross-entropy 5 per
   logit (log-softmax), top-k selection 1 per candidate. Complex numbers in real FLOPs: add 2, multiply 6,
   reciprocal 5 (1/(a+ib) = (a-ib)/(a^2+b^2)). The BK-Core recurrence g_i = 1/(s_i - g_{i-1}) is 2 (s_i = a_i - z)
-  + 7 per position; the non-causal seed diagonal runs it twice and combines (25 per position). The log-depth scan
-  (bk_scan='parallel', the GPU default) computes the same g with O(N log N) work for depth; we count the O(N)
-  algorithm. Embedding lookups are gathers (0 FLOPs); adding the position embedding is 1 per element; in the
-  backward each table's gradient is a scatter-add, 1 per element.
+  + 7 per position; the non-causal seed diagonal runs it twice and combines (25 per position). The parallel forms
+  of the recurrence (bk_scan: log-depth scan, chunked) compute the same g with more work for fewer sequential
+  steps; we count the O(N) algorithm. Embedding lookups are gathers (0 FLOPs); adding the position embedding is
+  1 per element; in the backward each table's gradient is a scatter-add, 1 per element.
   Backward of every non-matmul part: 2x its forward (its derivative, times the incoming gradient).
 - Optimizer (per parameter, torch's Adam/AdamW step): first moment lerp 3, second moment 4, denominator 3
   (sqrt, bias correction, eps), update 3 = 13; AdamW's decoupled weight decay +1 on the parameters train.py decays
