@@ -15,8 +15,10 @@ Core: forward + backward of v (B, N) -> features [Re G, Im G] (B, N, 2) with a r
 Step: forward, cross-entropy, backward, clip_grad_norm(0.5), AdamW at vocab 30000, batch 16, 128 positions,
   n_embd 64, 4 layers, 4 experts top-1 (4,146,120 parameters), as the seed's WikiText-103 run:
   seed        seed_reference.SeedResNetBK (non-causal theta/phi BK, its MoE loop)
-  ours        ResNetBK at its defaults (causal; bk_grad and bk_scan as given), plus variants.
-Variants run interleaved (round-robin) and the median is reported, so a busy shared machine hurts all alike.
+  ours        ResNetBK at its defaults (causal, bk_grad='analytic', bk_scan='auto' = chunked on a CPU, the loss
+              by LinearCrossEntropy), and with bk_grad='autograd' or use_mixed_precision=True.
+Variants run interleaved (round-robin); the median wall time and the median CPU time of the process are reported.
+On a shared machine the CPU time is the steadier measure (at --threads 1 it excludes time spent descheduled).
 """
 import argparse
 import json
@@ -75,7 +77,7 @@ def step_variants(B=16, N=128, V=30000):
 
     torch.manual_seed(0)
     out = {'seed': make(seed.SeedResNetBK(vocab_size=V, block_size=N), True)}
-    for name, kw in (('ours', {}), ('ours/analytic', dict(bk_grad='analytic')),
+    for name, kw in (('ours', {}), ('ours/autograd', dict(bk_grad='autograd')),
                      ('ours/mixed_precision', dict(use_mixed_precision=True))):
         torch.manual_seed(0)
         out[name] = make(bk.ResNetBK(bk.ResNetBKConfig(vocab_size=V, block_size=N, **kw)), False)
@@ -83,17 +85,25 @@ def step_variants(B=16, N=128, V=30000):
 
 
 def bench(variants, reps, warmup=1):
-    """Round-robin timing: returns name -> median seconds."""
+    """Round-robin timing: returns name -> (median wall seconds, median CPU seconds of this process)."""
     for fn in variants.values():
         for _ in range(warmup):
             fn()
-    times = {k: [] for k in variants}
+    wall, cpu = {k: [] for k in variants}, {k: [] for k in variants}
     for _ in range(reps):
         for name, fn in variants.items():
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn()
-            times[name].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in variants}
+
+
+def report(t, unit_ms_fmt):
+    """One line per variant: wall and CPU milliseconds, and the seed's time over this one (speed-up)."""
+    sw, sc = t['seed']
+    return "\n".join(f"    {k:22s} wall {unit_ms_fmt % (w * 1000)} ({sw / w:5.1f}x)   cpu {unit_ms_fmt % (c * 1000)} "
+                     f"({sc / c:5.1f}x)" for k, (w, c) in t.items())
 
 
 def main():
@@ -112,14 +122,13 @@ def main():
         print(f"BK-Core forward+backward, B={args.batch}, median of {args.reps}, ms (speed-up vs seed)")
         for N in [int(n) for n in args.lengths.split(',')]:
             t = bench(core_variants(args.batch, N), args.reps)
-            result['core'][N] = {k: v * 1000 for k, v in t.items()}
-            print(f"  N={N:5d}  " + "  ".join(f"{k} {v * 1000:8.2f} ({t['seed'] / v:5.1f}x)" for k, v in t.items()),
-                  flush=True)
+            result['core'][N] = {k: {'wall_ms': w * 1000, 'cpu_ms': c * 1000} for k, (w, c) in t.items()}
+            print(f"  N={N}\n" + report(t, '%8.2f'), flush=True)
     if 'step' in what:
         print(f"training step, vocab 30000, B=16, N=128, median of {args.reps}, ms (speed-up vs seed)")
         t = bench(step_variants(), args.reps)
-        result['step'] = {k: v * 1000 for k, v in t.items()}
-        print("  " + "  ".join(f"{k} {v * 1000:8.1f} ({t['seed'] / v:4.2f}x)" for k, v in t.items()), flush=True)
+        result['step'] = {k: {'wall_ms': w * 1000, 'cpu_ms': c * 1000} for k, (w, c) in t.items()}
+        print(report(t, '%8.1f'), flush=True)
     if args.json:
         with open(args.json, 'w') as f:
             json.dump(result, f, indent=1)
