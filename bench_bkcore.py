@@ -31,11 +31,11 @@ import model_resnetbk as bk
 import seed_reference as seed
 
 
-def core_variants(B, N):
+def core_variants(B, N, device):
     """name -> function running one forward + backward of the BK-Core on fresh inputs of shape (B, N)."""
     gen = torch.Generator().manual_seed(N)
-    v = (torch.rand(B, N, generator=gen) * 6 - 3).requires_grad_()
-    w = torch.randn(B, N, 2, generator=gen)
+    v = (torch.rand(B, N, generator=gen) * 6 - 3).to(device).requires_grad_()
+    w = torch.randn(B, N, 2, generator=gen).to(device)
 
     def seed_run():
         (seed.seed_bk_features(v) * w).sum().backward()
@@ -53,11 +53,11 @@ def core_variants(B, N):
     return out
 
 
-def step_variants(B=16, N=128, V=30000):
+def step_variants(device, B=16, N=128, V=30000):
     """name -> function running one training step at the seed setting."""
     gen = torch.Generator().manual_seed(0)
-    idx = torch.randint(0, V, (B, N), generator=gen)
-    tgt = torch.randint(0, V, (B, N), generator=gen)
+    idx = torch.randint(0, V, (B, N), generator=gen).to(device)
+    tgt = torch.randint(0, V, (B, N), generator=gen).to(device)
 
     def make(model, is_seed):
         model.train()
@@ -76,24 +76,27 @@ def step_variants(B=16, N=128, V=30000):
         return run
 
     torch.manual_seed(0)
-    out = {'seed': make(seed.SeedResNetBK(vocab_size=V, block_size=N), True)}
+    out = {'seed': make(seed.SeedResNetBK(vocab_size=V, block_size=N).to(device), True)}
     for name, kw in (('ours', {}), ('ours/autograd', dict(bk_grad='autograd')),
                      ('ours/mixed_precision', dict(use_mixed_precision=True))):
         torch.manual_seed(0)
-        out[name] = make(bk.ResNetBK(bk.ResNetBKConfig(vocab_size=V, block_size=N, **kw)), False)
+        out[name] = make(bk.ResNetBK(bk.ResNetBKConfig(vocab_size=V, block_size=N, **kw)).to(device), False)
     return out
 
 
-def bench(variants, reps, warmup=1):
+def bench(variants, reps, device, warmup=1):
     """Round-robin timing: returns name -> (median wall seconds, median CPU seconds of this process)."""
+    sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
     for fn in variants.values():
         for _ in range(warmup):
             fn()
     wall, cpu = {k: [] for k in variants}, {k: [] for k in variants}
     for _ in range(reps):
         for name, fn in variants.items():
+            sync()
             t0, c0 = time.perf_counter(), time.process_time()
             fn()
+            sync()
             wall[name].append(time.perf_counter() - t0)
             cpu[name].append(time.process_time() - c0)
     return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in variants}
@@ -113,20 +116,22 @@ def main():
     p.add_argument('--batch', type=int, default=16)
     p.add_argument('--reps', type=int, default=5)
     p.add_argument('--threads', type=int, default=2)
+    p.add_argument('--device', default='cpu', help="cpu or cuda (on a GPU the CPU time is not meaningful)")
     p.add_argument('--json', default='', help="also write the results to this file")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
-    result = {'threads': args.threads, 'batch': args.batch, 'torch': torch.__version__, 'core': {}, 'step': {}}
+    result = {'threads': args.threads, 'batch': args.batch, 'device': args.device, 'torch': torch.__version__,
+              'core': {}, 'step': {}}
     what = args.what.split(',')
     if 'core' in what:
         print(f"BK-Core forward+backward, B={args.batch}, median of {args.reps}, ms (speed-up vs seed)")
         for N in [int(n) for n in args.lengths.split(',')]:
-            t = bench(core_variants(args.batch, N), args.reps)
+            t = bench(core_variants(args.batch, N, args.device), args.reps, args.device)
             result['core'][N] = {k: {'wall_ms': w * 1000, 'cpu_ms': c * 1000} for k, (w, c) in t.items()}
             print(f"  N={N}\n" + report(t, '%8.2f'), flush=True)
     if 'step' in what:
         print(f"training step, vocab 30000, B=16, N=128, median of {args.reps}, ms (speed-up vs seed)")
-        t = bench(step_variants(), args.reps)
+        t = bench(step_variants(args.device), args.reps, args.device)
         result['step'] = {k: {'wall_ms': w * 1000, 'cpu_ms': c * 1000} for k, (w, c) in t.items()}
         print(report(t, '%8.1f'), flush=True)
     if args.json:
