@@ -248,11 +248,20 @@ def plot(report, path):
         ax.set_ylabel(label + (' (floor 1)' if floor else ''))
         ax.grid(alpha=0.3, which='both')
         ax.legend(fontsize=8)
-    fig.suptitle(f"{report['device_name']}, {report['threads']} thread(s), train batch {report['batch_size']}, "
+    threads = f", {report['threads']} thread(s)" if report['device'] == 'cpu' else ''
+    fig.suptitle(f"{report['device_name']}{threads}, train batch {report['batch_size']}, "
                  f"generation batch 1; torch {report['torch']}", fontsize=10)
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format='png'))
     plt.close(fig)
+
+
+def cpu_name():
+    try:
+        with open('/proc/cpuinfo') as f:
+            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        return platform.processor() or platform.machine()
 
 
 def main(argv=None):
@@ -289,14 +298,14 @@ def main(argv=None):
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 
     device_name = (torch.cuda.get_device_name(args.device) if args.device.startswith('cuda')
-                   else f"CPU {platform.processor() or platform.machine()}")
+                   else f"{cpu_name()} ({os.cpu_count()} cores)")
     report = {'device': args.device, 'device_name': device_name, 'threads': args.threads, 'torch': torch.__version__,
               'batch_size': args.batch_size, 'repeats': args.repeats, 'gen_tokens': args.gen_tokens,
               'vocab_size': VOCAB, 'lengths': lengths,
               'memory_method': ('torch.cuda.max_memory_allocated - memory_allocated before' if args.device != 'cpu'
                                 else 'peak RSS (VmHWM) above the RSS at the start, new process, after a tiny warm-up'),
               'models': {}, 'results': [], 'exponents': {}}
-    print(f"{device_name}, {args.threads} thread(s); train batch {args.batch_size}, generation batch 1, "
+    print(f"{device_name}" + (f", {args.threads} thread(s)" if args.device == 'cpu' else '') + f"; train batch {args.batch_size}, generation batch 1, "
           f"{args.gen_tokens} tokens timed; peak memory: {report['memory_method']}")
     for name in names:
         params, per_pos = param_counts(name, configs[name])

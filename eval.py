@@ -33,17 +33,20 @@ from tokens 0..t) is read with
          (context t + 1, exact); later ones from a window sliding by --stride s that scores its last s positions,
          so context(t) is between W - s + 1 and W (exactly W with --stride 1).
 loss(t) is the NLL of target t averaged over the S strands; the table reports its mean over each bucket
-(c_{k-1}, c_k] of t + 1 (c_0 = 0), i.e. by the number of tokens the model has read, not by what it can use. The PNG
-plots loss(t) (averaged in log-spaced bins) against t + 1 with the bucket means.
+(c_{k-1}, c_k] of t + 1 (c_0 = 0), i.e. by the number of tokens the model has read, not by what it can use, with
+its standard error over strands (few strands make the short buckets noisy). The PNG plots loss(t) (averaged in
+log-spaced bins) against t + 1 with the bucket means +- 2 standard errors.
 
 --quantize int8: torch.ao.quantization.quantize_dynamic of nn.Linear layers (int8 weights per tensor, activations
-quantized on the fly per batch), CPU only. What stays float32: embeddings, norms, every non-Linear op; per model
-    GPT:       lm_head becomes an int8 copy while the tied token embedding stays float32, so the V x C matrix is
-               stored twice (float32 + int8) and the tie is broken;
-    New-LLM:   the fused context head Linear(H, 3C), the MLP layers 2..L and lm_head are int8; layer 1 stays float32
-               because the fast path slices its weight into token and context halves (model_newllm.py);
-    ResNet-BK: experts, router, potential and output projections and lm_head are int8; the complex BK-Core runs in
-               float32/complex64 as always.
+quantized on the fly per batch), evaluated on CPU (the only place its kernels run) against the float32 model on the
+same tokens and threads. What stays float32: embeddings, norms, every non-Linear op, and any Linear the model reads as
+a raw weight tensor (a quantized Linear has none; each Linear is tried alone, see quantize_int8). Per model:
+    GPT:       every Linear becomes int8, lm_head included; lm_head's weight is the tied token embedding, which
+               stays float32 for the input lookup, so the V x C matrix is then stored twice (float32 + int8 copy);
+    New-LLM:   the per-token loop (model_newllm.py's ContextLoop) takes the weights of layer 1, layers 2..L and the
+               fused context head Linear(H, 3C) as tensors, so they stay float32: only lm_head becomes int8;
+    ResNet-BK: the experts, router, potential and output projections and lm_head become int8; the complex BK-Core
+               runs in float32/complex64 as always.
 Size = bytes of torch.save(state_dict) in memory, packed int8 weights and their scales included.
 torch.ao.quantization is deprecated in favour of torchao (not a dependency here); it works in torch 2.13.
 """
@@ -67,14 +70,14 @@ import torch.nn.functional as F
 @torch.no_grad()
 def evaluate_tokens(model, tokens, block_size, batch_size, device, autocast_ctx, carry_state=False):
     """
-    tokens: 1-D array (the split). -> {'nll_sum', 'targets', 'correct', 'seconds'}.
+    tokens: 1-D array (the split). -> {'nll_sum', 'targets', 'correct', 'seconds' (wall), 'cpu_seconds' (process)}.
     carry_state=False: windows x[w*bs .. (w+1)*bs] from a fresh start, batch_size windows at a time (any model).
     carry_state=True: batch_size strands of equal length (+-1) read window by window with the state carried by
     forward_state (recurrent models); the last window of a shorter strand is padded with target -1 (the state after
     a strand's end is never used). Both score every target x[1..N) exactly once.
     """
     model.eval()
-    t0 = time.time()
+    t0, c0 = time.time(), time.process_time()
     x = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
     n = len(x) - 1  # targets
     nll_sum, n_targets, n_correct = 0.0, 0, 0
@@ -117,7 +120,8 @@ def evaluate_tokens(model, tokens, block_size, batch_size, device, autocast_ctx,
             valid = pos < ends[:, None]
             pos = pos.clamp(max=n - 1)
             state = score(x[pos], torch.where(valid, x[pos + 1], -1), state)
-    return {'nll_sum': nll_sum, 'targets': n_targets, 'correct': n_correct, 'seconds': time.time() - t0}
+    return {'nll_sum': nll_sum, 'targets': n_targets, 'correct': n_correct, 'seconds': time.time() - t0,
+            'cpu_seconds': time.process_time() - c0}
 
 
 def split_metrics(result, split_meta):
@@ -125,6 +129,8 @@ def split_metrics(result, split_meta):
     nll, n = result['nll_sum'], max(result['targets'], 1)
     out = {'loss': nll / n, 'ppl': math.exp(nll / n), 'accuracy': result['correct'] / n, 'tokens': result['targets'],
            'seconds': result['seconds'], 'tokens_per_second': result['targets'] / max(result['seconds'], 1e-9)}
+    if 'cpu_seconds' in result:  # CPU time of the process (all its threads): steadier than wall time on a busy machine
+        out['tokens_per_cpu_second'] = result['targets'] / max(result['cpu_seconds'], 1e-9)
     if split_meta and split_meta.get('bytes'):
         out['bits_per_byte'] = nll / (math.log(2) * split_meta['bytes'])
     if split_meta and split_meta.get('words'):
@@ -145,24 +151,24 @@ def context_curve(model, tokens, length, batch_size, device, autocast_ctx, recur
     """
     Per-position NLL over strands (see the module docstring). tokens: 1-D array; length: L targets per strand.
     recurrent: carry the state (chunks of block_size); else GPT's sliding window of block_size, step stride.
-    -> {'nll': (L,) sum over strands of the NLL of target t, 'correct': (L,), 'strands': S, 'seconds'}
+    -> {'nll': (S, L) NLL of target t in strand s, 'correct': (S, L) bool, 'strands': S, 'seconds'}
     """
     model.eval()
     t0 = time.time()
     x = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
     S = (len(x) - 1) // length
-    nll_t, correct_t = torch.zeros(length, dtype=torch.float64), torch.zeros(length, dtype=torch.float64)
+    nll_st, correct_st = torch.zeros(S, length), torch.zeros(S, length, dtype=torch.bool)
 
     def score(logits, targets, t_lo):
-        """logits (B, T, V) for targets (B, T) at strand positions t_lo .. t_lo + T - 1."""
+        """logits (B, T, V) for targets (B, T) at strand positions t_lo .. t_lo + T - 1 of the strands rows."""
         logits = logits.float()
-        nll = F.cross_entropy(logits.transpose(1, 2), targets, reduction='none')          # (B, T)
-        nll_t[t_lo:t_lo + targets.size(1)] += nll.sum(0).double().cpu()
-        correct_t[t_lo:t_lo + targets.size(1)] += (logits.argmax(-1) == targets).sum(0).double().cpu()
+        T = targets.size(1)
+        nll_st[rows, t_lo:t_lo + T] = F.cross_entropy(logits.transpose(1, 2), targets, reduction='none').cpu()
+        correct_st[rows, t_lo:t_lo + T] = (logits.argmax(-1) == targets).cpu()
 
     for s0 in range(0, S, batch_size):
-        rows = torch.arange(s0, min(s0 + batch_size, S))
-        seq = x[rows[:, None] * length + torch.arange(length + 1)[None, :]].to(device)      # (B, L + 1)
+        rows = slice(s0, min(s0 + batch_size, S))
+        seq = x[torch.arange(rows.start, rows.stop)[:, None] * length + torch.arange(length + 1)].to(device)  # (B, L+1)
         if recurrent:
             state = None
             for c0 in range(0, length, block_size):
@@ -182,17 +188,22 @@ def context_curve(model, tokens, length, batch_size, device, autocast_ctx, recur
                     logits, _ = model(seq[:, end - W:end])
                 score(logits[:, scored - end:], seq[:, scored + 1:end + 1], scored)
                 scored = end
-    return {'nll': nll_t, 'correct': correct_t, 'strands': S, 'seconds': time.time() - t0}
+    return {'nll': nll_st, 'correct': correct_st, 'strands': S, 'seconds': time.time() - t0}
 
 
 def context_table(curve, edges):
-    """Bucket the per-position curve by context c = t + 1 into (edges[k-1], edges[k]] -> list of rows."""
+    """
+    Bucket the curve by context c = t + 1 into (edges[k-1], edges[k]] -> list of rows. 'se' is the standard error
+    of the bucket's loss over strands (std of the S per-strand bucket means / sqrt(S)): tokens of one strand are
+    correlated, strands far less, so differences between buckets within ~2 se are noise.
+    """
     S, rows, lo = curve['strands'], [], 0
     for hi in edges:
-        nll = curve['nll'][lo:hi].sum().item()
-        n = (hi - lo) * S
-        rows.append({'context_from': lo + 1, 'context_to': hi, 'tokens': n, 'loss': nll / n,
-                     'ppl': math.exp(nll / n), 'accuracy': curve['correct'][lo:hi].sum().item() / n})
+        per_strand = curve['nll'][:, lo:hi].double().mean(1)                                  # (S,)
+        loss = per_strand.mean().item()
+        rows.append({'context_from': lo + 1, 'context_to': hi, 'tokens': (hi - lo) * S, 'loss': loss,
+                     'se': per_strand.std().item() / math.sqrt(S) if S > 1 else float('nan'),
+                     'ppl': math.exp(loss), 'accuracy': curve['correct'][:, lo:hi].double().mean().item()})
         lo = hi
     return rows
 
@@ -202,7 +213,7 @@ def plot_context(curve, rows, path, title):
     matplotlib.use('Agg')  # no display needed
     import matplotlib.pyplot as plt
     from checkpoint import atomic_write
-    loss_t = (curve['nll'] / curve['strands']).numpy()
+    loss_t = curve['nll'].double().mean(0).numpy()
     L = len(loss_t)
     bins = np.unique(np.geomspace(1, L + 1, 60).astype(int))   # log-spaced bins of c = t + 1
     cs, ls = [], []
@@ -213,7 +224,9 @@ def plot_context(curve, rows, path, title):
     ax.plot(cs, ls, marker='.', label=f"loss(t), mean over {curve['strands']} strands (log bins)")
     for i, r in enumerate(rows):
         ax.hlines(r['loss'], r['context_from'], r['context_to'], colors='C1', linewidth=2.5,
-                  label='bucket mean' if i == 0 else None)
+                  label='bucket mean +- 2 s.e. over strands' if i == 0 else None)
+        ax.fill_between([r['context_from'], r['context_to']], r['loss'] - 2 * r['se'], r['loss'] + 2 * r['se'],
+                        color='C1', alpha=0.2)
     ax.set_xscale('log')
     ax.set_xlabel('tokens of context read (t + 1)')
     ax.set_ylabel('loss (nats/token)')
@@ -389,17 +402,17 @@ def main(argv=None):
                f"sliding window of {block_size}, stride {stride}: context = t + 1 up to {block_size}, then "
                f"{max(block_size - stride + 1, 1)}..{block_size}")
         print(f"loss by context read: {curve['strands']} strands of {L:,} targets, {how}")
-        print(f"  {'context':>15} {'tokens':>10} {'loss':>8} {'ppl':>9} {'acc':>7}")
+        print(f"  {'context':>15} {'tokens':>10} {'loss':>8} {'+-se':>7} {'ppl':>9} {'acc':>7}")
         for r in rows:
             print(f"  {r['context_from']:>6,} - {r['context_to']:<6,} {r['tokens']:>10,} {r['loss']:>8.4f} "
-                  f"{r['ppl']:>9.3f} {r['accuracy']:>7.4f}")
+                  f"{r['se']:>7.4f} {r['ppl']:>9.3f} {r['accuracy']:>7.4f}")
         png = args.png or os.path.join(os.path.dirname(os.path.abspath(args.ckpt)), f'context_lengths_{args.split}.png')
         plot_context(curve, rows, png, f"{model_type} ({model.get_num_params():,} params), {args.split} split, "
                                        f"{meta['tokenizer']} tokens (vocab {meta['vocab_size']})\n{how}")
         print(f"  plot: {png}")
         out['context_lengths'] = {'strands': curve['strands'], 'length': L, 'how': how, 'stride': None if recurrent
                                   else stride, 'buckets': rows, 'seconds': curve['seconds'], 'png': png,
-                                  'loss_by_position': (curve['nll'] / curve['strands']).tolist()}
+                                  'loss_by_position': curve['nll'].double().mean(0).tolist()}
 
     if args.quantize:
         qmodel, quantized, kept = quantize_int8(model)
@@ -408,15 +421,18 @@ def main(argv=None):
         size32, size8 = serialized_bytes(model), serialized_bytes(qmodel)
         qparams = sum(dict(model.named_modules())[n].weight.numel() for n in quantized)
         out['int8'] = {'metrics': q, 'fp32_bytes': size32, 'int8_bytes': size8, 'size_ratio': size8 / size32,
-                       'ppl_change': q['ppl'] / m['ppl'] - 1, 'speed_change': q['tokens_per_second'] /
-                       m['tokens_per_second'] - 1, 'linear_int8': quantized, 'linear_fp32': kept,
+                       'ppl_change': q['ppl'] / m['ppl'] - 1,
+                       'speed_change': q['tokens_per_second'] / m['tokens_per_second'] - 1,
+                       'cpu_speed_change': q['tokens_per_cpu_second'] / m['tokens_per_cpu_second'] - 1,
+                       'linear_int8': quantized, 'linear_fp32': kept,
                        'weights_int8': qparams, 'threads': torch.get_num_threads()}
         print(f"int8 (dynamic, {len(quantized)} Linear layers, {qparams:,} of {model.get_num_params():,} weights; "
               f"Linear kept float32: {', '.join(kept) or 'none'}; embeddings, norms and the rest stay float32):\n  {fmt(q)}")
         print(f"  size {size32 / 2**20:.2f} MB -> {size8 / 2**20:.2f} MB (x{size8 / size32:.3f}) | "
               f"ppl {m['ppl']:.3f} -> {q['ppl']:.3f} ({100 * out['int8']['ppl_change']:+.2f}%) | "
               f"tok/s {m['tokens_per_second']:,.0f} -> {q['tokens_per_second']:,.0f} "
-              f"({100 * out['int8']['speed_change']:+.1f}%, {torch.get_num_threads()} threads)")
+              f"({100 * out['int8']['speed_change']:+.1f}% wall, {100 * out['int8']['cpu_speed_change']:+.1f}% per "
+              f"CPU second, {torch.get_num_threads()} threads)")
 
     if args.json:
         from checkpoint import atomic_write_text

@@ -152,7 +152,7 @@ def test_context_curve_gpt_sliding_window_matches_definition(ckpts, data):
     rows = curve['buckets']
     assert [(r['context_from'], r['context_to']) for r in rows] == [(1, 8), (9, 16), (17, L)]
     assert rows[2]['loss'] == pytest.approx(expected[16:].mean().item(), rel=1e-6)
-    assert rows[2]['tokens'] == (L - 16) * S
+    assert rows[2]['tokens'] == (L - 16) * S and 0 < rows[2]['se'] < rows[2]['loss']
     assert 'then 12..16' in curve['how']
 
 
