@@ -37,8 +37,10 @@ BK_Z = 1j  # the spectral shift z of the seed; |g| <= 1/Im z keeps every value b
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# BK-Core: the causal recurrence three ways (sequential loop, log-depth scan, exact O(N) backward), the seed's
-# non-causal full diagonal, and the seed's (wrong) backward for faithful reproduction.
+# BK-Core: the causal recurrence three ways (sequential loop, log-depth scan, two-level chunks), its exact O(N)
+# backward, the seed's non-causal full diagonal, and the seed's (wrong) backward for faithful reproduction.
+# Speed (bench_bkcore.py, B=16, forward+backward, analytic gradient): the chunked form is the fastest on a CPU,
+# the log-depth scan on a GPU from N ~ 1000; see bk_core for the automatic choice.
 
 def bk_causal_sequential(s, g0=None, keep=None):
     """
@@ -49,7 +51,7 @@ def bk_causal_sequential(s, g0=None, keep=None):
     keep: (B, N) bool or None. Where keep is False, position i is skipped in the chain: g_i = g_{i-1}
           (as if row/column i were removed from H; used by the sparse BK flag)
     returns g: (B, N) complex, g_i = [(H_{0..i} - zI)^-1]_{ii}
-    N steps of O(B) work; fastest for short sequences on a CPU.
+    N steps of O(B) work: the reference the other forms are tested against.
     """
     g = torch.zeros_like(s[:, 0]) if g0 is None else g0.to(s.dtype)
     out = []
