@@ -26,6 +26,7 @@ Causal by construction (c_t depends on x_0 .. x_{t-1} only). Training memory is 
 the state for streaming and generation is O(1): the context (B, C). The recurrence has no length limit:
 block_size only bounds the training windows, forward() and forward_state() accept any T.
 """
+import math
 from dataclasses import dataclass
 
 import torch
@@ -44,6 +45,111 @@ class NewLLMConfig:
     n_context: int = 256   # C, the context vector
     n_layer: int = 6       # L, Linear-ReLU-Dropout layers of the MLP
     dropout: float = 0.1
+
+
+def dropout_keep(shape, p, device):
+    """Bernoulli(1 - p) keep mask (bool) from 16 random bits per element, so p is rounded to 1/65536. One 64-bit draw
+    serves four elements: on a CPU this is ~3x cheaper than bernoulli_, which costs as much as the matmuls here."""
+    n = math.prod(shape)
+    bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2 ** 63, 2 ** 63 - 1)
+    return bits.view(torch.int16)[:n].view(shape) < round((1 - p) * 65536) - 32768
+
+
+class ContextLoop(torch.autograd.Function):
+    """
+    The per-token loop of New-LLM after the token half of layer 1, with backpropagation through time written out.
+
+    forward(xw (T, B, H), c_0 (B, C), Wc (H, C), Wg (3C, H), bg (3C), gamma, beta (C), p, W_2, b_2, .. W_L, b_L)
+        -> h (B, T, H) the last MLP layer at every position, c_T (B, C)
+    per step, with dropout written as h_l = k r_l, r_l = relu(a_l) m_l (mask m_l in {0, 1}, k = 1/(1-p)):
+        a_1 = xw_t + c_t Wc^T;   a_l = r_{l-1} (k W_l)^T + b_l  (l = 2 .. L);   h_t = k r_L
+        [f~, i~, d] = r_L (k Wg)^T + bg;   f, i = sigmoid(f~), sigmoid(i~);   s_t = f c_t + i d
+        n_t = LayerNorm(s_t; gamma, beta);   c_{t+1} = clamp(n_t, -10, 10)
+    backward, t = T-1 .. 0, dc = dL/dc_{t+1} (dL/dc_T comes from the caller, 0 in training):
+        dn = dc [-10 <= n_t <= 10];   ds = LayerNorm backward(dn);   dc = ds f
+        dg = [ds c_t f(1-f), ds d i(1-i), ds i];   dr_L = k dL/dh_t + dg (k Wg)
+        da_l = dr_l [r_l > 0];   dr_{l-1} = da_l (k W_l)  (l = L .. 2);   dc += da_1 Wc;   dL/dxw_t = da_1
+    The weight gradients need no step order: dW_l = k sum_t da_l,t^T r_{l-1,t} is one (H, T*B) x (T*B, H) matmul
+    after the loop, instead of T rank-B updates that autograd would accumulate one by one (the main cost on a CPU).
+    No mask is kept: where m_l dropped a unit, r_l = 0 and the ReLU test [r_l > 0] zeroes its gradient too.
+    r_l (L, T, B, H), the gates, the LayerNorm inputs and the contexts are saved: O(T) memory, like autograd's.
+    Matmuls run in xw's dtype (bf16 under autocast), the context and its LayerNorm in c_0's (float32).
+    """
+
+    @staticmethod
+    def forward(ctx, xw, c0, Wc, Wg, bg, gamma, beta, p, *rest):
+        T, B, H = xw.shape
+        C = c0.size(1)
+        L = len(rest) // 2 + 1
+        mm, k = xw.dtype, 1.0 / (1.0 - p)
+        # cast (bf16 under autocast) and scale every weight once, not at every step
+        WcT = Wc.to(mm).t()
+        WgT = (Wg * k).to(mm).t() if p > 0 else Wg.to(mm).t()
+        Ws = [((W * k).to(mm) if p > 0 else W.to(mm)).t() for W in rest[0::2]]
+        bs = [b.to(mm) for b in rest[1::2]]
+        bg = bg.to(mm)
+        rs = xw.new_empty(L, T, B, H)
+        gates = xw.new_empty(T, B, 3 * C)
+        cs = c0.new_empty(T + 1, B, C)
+        ss, ns = c0.new_empty(T, B, C), c0.new_empty(T, B, C)
+        means, rstds = c0.new_empty(T, B, 1), c0.new_empty(T, B, 1)
+        cs[0] = c0
+        drop = ~dropout_keep((L, T, B, H), p, xw.device) if p > 0 else None  # every mask of the window at once
+        with torch.autocast(xw.device.type, enabled=False):
+            for t in range(T):
+                r = torch.addmm(xw[t], cs[t].to(mm), WcT, out=rs[0, t]).relu_()
+                for l in range(L):
+                    if l > 0:
+                        r = torch.addmm(bs[l - 1], r, Ws[l - 1], out=rs[l, t]).relu_()
+                    if drop is not None:
+                        r.masked_fill_(drop[l, t], 0.0)
+                g = torch.addmm(bg, r, WgT, out=gates[t])
+                g[:, :2 * C].sigmoid_()
+                torch.addcmul(g[:, :C] * cs[t], g[:, C:2 * C], g[:, 2 * C:], out=ss[t])
+                n, means[t], rstds[t] = torch.native_layer_norm(ss[t], (C,), gamma, beta, 1e-5)
+                ns[t] = n
+                torch.clamp(n, -10.0, 10.0, out=cs[t + 1])
+        ctx.save_for_backward(rs, gates, cs, ss, ns, means, rstds, WcT, WgT, gamma, beta, *Ws)
+        ctx.k, ctx.param_dtype = k, Wg.dtype
+        h = rs[L - 1].transpose(0, 1)
+        return (h * k if p > 0 else h.contiguous()), cs[T].clone()
+
+    @staticmethod
+    def backward(ctx, dh_out, dc):
+        rs, gates, cs, ss, ns, means, rstds, WcT, WgT, gamma, beta, *Ws = ctx.saved_tensors
+        L, T, B, H = rs.shape
+        C, mm, k, pd = cs.size(2), rs.dtype, ctx.k, ctx.param_dtype
+        dr_out = (dh_out * k if k != 1.0 else dh_out).to(mm).transpose(0, 1).contiguous()  # (T, B, H)
+        dc = torch.zeros_like(cs[0]) if dc is None else dc.to(cs.dtype)
+        W_back = [WcT.t()] + [W.t() for W in Ws]  # dL/d(input of layer l) = da_l W_back[l]
+        da = torch.empty_like(rs)
+        dgates = torch.empty_like(gates)
+        dns = torch.empty_like(ns)
+        for t in range(T - 1, -1, -1):
+            dn = torch.mul(dc, (ns[t] >= -10.0) & (ns[t] <= 10.0), out=dns[t])
+            ds = torch.ops.aten.native_layer_norm_backward(dn, ss[t], [C], means[t], rstds[t], gamma, beta,
+                                                           [True, False, False])[0]
+            f, i, d = gates[t].split(C, dim=1)
+            dg = dgates[t]
+            torch.mul(ds * cs[t], f * (1 - f), out=dg[:, :C])
+            torch.mul(ds * d, i * (1 - i), out=dg[:, C:2 * C])
+            torch.mul(ds, i, out=dg[:, 2 * C:])
+            dc = ds * f
+            dr = torch.addmm(dr_out[t], dg, WgT.t())
+            for l in range(L - 1, -1, -1):
+                torch.ops.aten.threshold_backward.grad_input(dr, rs[l, t], 0, grad_input=da[l, t])  # ReLU and mask
+                dr = da[l, t] @ W_back[l]
+            dc = dc + dr  # layer 1 reads c_t through Wc: dr is now the MLP's part of dL/dc_t
+        flat = lambda x: x.reshape(-1, x.size(-1))  # (T, B, n) -> (T*B, n)
+        grads = []
+        for l in range(1, L):
+            grads += [(flat(da[l]).t() @ flat(rs[l - 1])).to(pd) * k, flat(da[l]).sum(0).to(pd)]
+        dWc = (flat(da[0]).t() @ flat(cs[:T]).to(mm)).to(pd)
+        dWg = (flat(dgates).t() @ flat(rs[L - 1])).to(pd) * k
+        dbg = flat(dgates).sum(0).to(pd)
+        xhat = (ss - means) * rstds
+        dgamma, dbeta = flat(dns * xhat).sum(0), flat(dns).sum(0)
+        return da[0], dc, dWc, dWg, dbg, dgamma, dbeta, None, *grads
 
 
 class NewLLM(nn.Module):
@@ -75,28 +181,18 @@ class NewLLM(nn.Module):
 
     def _run(self, idx, c=None):
         """idx (B, T), c (B, C) or None (zeros) -> hidden states h (B, T, H), last context (B, C).
-        Under autocast the matmuls run in low precision while c stays float32 (LayerNorm runs in float32)."""
+        Under autocast the matmuls run in low precision while the context stays float32."""
         B, T = idx.size()
         E, C = self.config.n_embd, self.config.n_context
         W1 = self.mlp[0].weight
         # token half of layer 1 for all positions at once, time-major so that xw[t] is a contiguous (B, H)
-        xw = F.linear(self.wte(idx.t()), W1[:, :E], self.mlp[0].bias)          # (T, B, H)
-        Wc = W1[:, E:].t()                                                     # (C, H)
-        if torch.is_autocast_enabled(idx.device.type):
-            # a slice is not a leaf, so autocast would re-cast it at every step; cast it once here
-            Wc = Wc.to(torch.get_autocast_dtype(idx.device.type))
+        xw = F.linear(self.wte(idx.t()), W1[:, :E], self.mlp[0].bias)                  # (T, B, H)
         if c is None:
             c = torch.zeros(B, C, device=idx.device, dtype=self.ln_c.weight.dtype)
-        hs = []
-        for t in range(T):
-            h = self.drop(F.relu(torch.addmm(xw[t], c, Wc)))     # (B, H)
-            for layer in self.mlp[1:]:
-                h = self.drop(F.relu(layer(h)))
-            hs.append(h)
-            g = self.context_head(h)                                           # (B, 3C)
-            fi = torch.sigmoid(g[:, :2 * C])
-            c = self.ln_c(fi[:, :C] * c + fi[:, C:] * g[:, 2 * C:]).clamp(-10.0, 10.0)
-        return torch.stack(hs, dim=1), c
+        p = self.config.dropout if self.training else 0.0
+        rest = [t for layer in self.mlp[1:] for t in (layer.weight, layer.bias)]
+        return ContextLoop.apply(xw, c, W1[:, E:], self.context_head.weight, self.context_head.bias,
+                                 self.ln_c.weight, self.ln_c.bias, p, *rest)
 
     def forward(self, idx, targets=None):
         """idx (B, T) int64 (any T), targets (B, T) or None -> logits (B, T, V), mean CE (ignore_index=-1) or None.

@@ -3,30 +3,34 @@ import pytest
 import torch
 from torch.nn import functional as F
 
-from model_newllm import NewLLM, NewLLMConfig
+from model_newllm import NewLLM, NewLLMConfig, dropout_keep
 
 TINY = dict(vocab_size=37, n_embd=12, n_hidden=20, n_context=8, n_layer=3, block_size=16)
 
 
-def naive_forward(model, idx):
-    """The seed's loop, literally: per token concat(Emb(x_t), c_t), L x Linear-ReLU, logits, three separate heads
-    (sliced out of the fused one), c = clamp(LayerNorm(f * c + i * d), -10, 10). No dropout (eval)."""
-    C = model.config.n_context
+def naive_forward(model, idx, c=None, masks=None):
+    """The seed's loop, literally: per token concat(Emb(x_t), c_t), L x Linear-ReLU-Dropout, logits, three separate
+    heads (sliced out of the fused one), c = clamp(LayerNorm(f * c + i * d), -10, 10). Dropout: masks (L, T, B, H)
+    of 0/1 and p = model.config.dropout, or none. Returns logits (B, T, V) and the last context (B, C)."""
+    C, p = model.config.n_context, model.config.dropout
     Wh, bh = model.context_head.weight, model.context_head.bias
     heads = [(Wh[k * C:(k + 1) * C], bh[k * C:(k + 1) * C]) for k in range(3)]  # forget, input, update
     emb = model.wte(idx)
-    c = torch.zeros(idx.size(0), C)
+    if c is None:
+        c = torch.zeros(idx.size(0), C, dtype=emb.dtype)
     logits = []
     for t in range(idx.size(1)):
         h = torch.cat([emb[:, t], c], dim=-1)
-        for layer in model.mlp:
+        for l, layer in enumerate(model.mlp):
             h = F.relu(F.linear(h, layer.weight, layer.bias))
+            if masks is not None:
+                h = h * masks[l, t] / (1 - p)
         logits.append(F.linear(h, model.lm_head.weight, model.lm_head.bias))
         f = torch.sigmoid(F.linear(h, *heads[0]))
         i = torch.sigmoid(F.linear(h, *heads[1]))
         d = F.linear(h, *heads[2])
         c = torch.clamp(F.layer_norm(f * c + i * d, (C,), model.ln_c.weight, model.ln_c.bias), -10, 10)
-    return torch.stack(logits, dim=1)
+    return torch.stack(logits, dim=1), c
 
 
 def tiny_model(seed=0, **kw):
@@ -67,7 +71,7 @@ def test_matches_naive_loop_logits_and_gradients():
     targets = torch.randint(0, 37, (3, 11))
     fast, loss_fast = model(idx, targets)
     assert (model.forward_state(idx)[1].abs() == 10).any()  # the clamp is exercised
-    slow = naive_forward(model, idx)
+    slow, _ = naive_forward(model, idx)
     assert (fast - slow).abs().max().item() < 1e-5
     loss_fast.backward()
     g_fast = {n: p.grad.clone() for n, p in model.named_parameters()}
@@ -75,6 +79,49 @@ def test_matches_naive_loop_logits_and_gradients():
     F.cross_entropy(slow.view(-1, 37), targets.view(-1)).backward()
     for n, p in model.named_parameters():
         torch.testing.assert_close(g_fast[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+
+
+def test_dropout_matches_naive_loop_with_the_same_masks():
+    model = tiny_model(dropout=0.3).train().double()  # float64: the comparison is exact up to rounding
+    idx = torch.randint(0, 37, (3, 9))
+    targets = torch.randint(0, 37, (3, 9))
+    torch.manual_seed(5)
+    fast, _ = model(idx)
+    torch.manual_seed(5)  # the model draws all its masks at once, (L, T, B, H), right after the embedding
+    masks = dropout_keep((3, 9, 3, 20), 0.3, 'cpu').double()
+    assert 0.2 < 1 - masks.mean() < 0.4
+    slow, _ = naive_forward(model, idx, masks=masks)
+    torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-9)
+    F.cross_entropy(fast.view(-1, 37), targets.view(-1)).backward()  # in float64, unlike model's loss
+    g_fast = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    F.cross_entropy(slow.view(-1, 37), targets.view(-1)).backward()
+    for n, p in model.named_parameters():
+        torch.testing.assert_close(g_fast[n], p.grad, rtol=1e-9, atol=1e-12, msg=n)
+
+
+def test_backward_through_the_state_float64():
+    """Gradients also flow into the initial context and out of the returned one (streaming training)."""
+    model = tiny_model().double()
+    idx = torch.randint(0, 37, (2, 10))
+    c0 = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
+    w_logits, w_c = torch.randn(2, 10, 37, dtype=torch.float64), torch.randn(2, 8, dtype=torch.float64)
+    grads = []
+    for run in (lambda: model.forward_state(idx, c0), lambda: naive_forward(model, idx, c0)):
+        model.zero_grad()
+        c0.grad = None
+        logits, c = run()
+        ((logits * w_logits).sum() + (c * w_c).sum()).backward()
+        grads.append([c0.grad.clone()] + [p.grad.clone() for p in model.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_dropout_keep_rate():
+    keep = dropout_keep((1000, 1000), 0.1, 'cpu')
+    assert keep.dtype == torch.bool and abs(keep.float().mean().item() - 0.9) < 0.002
+    assert abs(keep[:, 0::4].float().mean().item() - 0.9) < 0.004  # each of the four int16 of a draw
+    assert abs(keep[:, 3::4].float().mean().item() - 0.9) < 0.004
 
 
 def test_causal():

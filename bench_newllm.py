@@ -1,0 +1,144 @@
+"""
+Training speed of New-LLM: the seed's per-token loop against model_newllm.NewLLM, in one run on this machine.
+
+A training step is forward + cross-entropy + backward + global-norm clipping + Adam, on random tokens (speed does not
+depend on the data). Settings are timed in interleaved rounds (every setting once per round, the median over rounds
+is reported), so that a busy shared machine slows them all alike; ratios are against the seed loop at batch 32 fp32.
+
+    python bench_newllm.py                          # 2 threads, seed config, table on stdout
+    python bench_newllm.py --rounds=5 --json=results/bench_newllm.json --compile
+"""
+import argparse
+import json
+import statistics
+import time
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+from model_newllm import NewLLM, NewLLMConfig
+
+
+class SeedNewLLM(nn.Module):
+    """The seed's model as it was written: per step a concat, an nn.Sequential MLP over E+C inputs, the vocabulary
+    projection and three separate context heads. Same math and parameter count as NewLLM."""
+
+    def __init__(self, config):
+        super().__init__()
+        E, C, H, L = config.n_embd, config.n_context, config.n_hidden, config.n_layer
+        self.token_embedding = nn.Embedding(config.vocab_size, E)
+        layers = []
+        for i in range(L):
+            layers += [nn.Linear(E + C if i == 0 else H, H), nn.ReLU(), nn.Dropout(config.dropout)]
+        self.fnn = nn.Sequential(*layers)
+        self.token_output = nn.Linear(H, config.vocab_size)
+        self.forget_gate = nn.Linear(H, C)
+        self.input_gate = nn.Linear(H, C)
+        self.context_update = nn.Linear(H, C)
+        self.context_norm = nn.LayerNorm(C)
+        self.context_dim = C
+
+    def forward(self, input_ids):
+        B, T = input_ids.shape
+        token_embeds = self.token_embedding(input_ids)
+        context = torch.zeros(B, self.context_dim, device=input_ids.device)
+        logits_list = []
+        for t in range(T):
+            fnn_input = torch.cat([token_embeds[:, t, :], context], dim=-1)
+            hidden = self.fnn(fnn_input)
+            logits_list.append(self.token_output(hidden))
+            forget = torch.sigmoid(self.forget_gate(hidden))
+            inp = torch.sigmoid(self.input_gate(hidden))
+            delta = self.context_update(hidden)
+            context = self.context_norm(forget * context + inp * delta)
+            context = torch.clamp(context, -10.0, 10.0)
+        return torch.stack(logits_list, dim=1)
+
+
+def make_step(model, batch_size, seq_len, vocab_size, dtype, compile_model):
+    """One training step closure: forward, loss, backward, clip, Adam."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-4)
+    fwd = torch.compile(model) if compile_model else model
+    ctx = torch.autocast('cpu', dtype=torch.bfloat16) if dtype == 'bf16' else torch.autocast('cpu', enabled=False)
+    x = torch.randint(0, vocab_size, (batch_size, seq_len))
+    y = torch.randint(0, vocab_size, (batch_size, seq_len))
+
+    def step():
+        with ctx:
+            out = fwd(x)
+            logits = out[0] if isinstance(out, tuple) else out
+            loss = F.cross_entropy(logits.float().view(-1, vocab_size), y.view(-1), ignore_index=-1)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    parser.add_argument('--threads', type=int, default=2)
+    parser.add_argument('--rounds', type=int, default=3, help='interleaved rounds; the median is reported')
+    parser.add_argument('--seconds', type=float, default=4.0, help='time per setting per round')
+    parser.add_argument('--seq_len', type=int, default=63)
+    parser.add_argument('--compile', action='store_true', help='also time torch.compile of the fast model')
+    parser.add_argument('--json', default=None, help='write the results to this file')
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    cfg = NewLLMConfig()  # the seed's: V=1000, E=256, H=512, C=256, L=6, dropout 0.1
+
+    settings = [  # (name, model class, batch, dtype, compile)
+        ('seed loop', SeedNewLLM, 32, 'fp32', False),
+        ('fast', NewLLM, 32, 'fp32', False),
+        ('seed loop', SeedNewLLM, 32, 'bf16', False),
+        ('fast', NewLLM, 32, 'bf16', False),
+        ('fast', NewLLM, 64, 'bf16', False),
+        ('fast', NewLLM, 128, 'fp32', False),
+        ('fast', NewLLM, 128, 'bf16', False),
+        ('fast', NewLLM, 256, 'bf16', False),
+    ]
+    if args.compile:
+        settings += [('fast compiled', NewLLM, 32, 'fp32', True), ('fast compiled', NewLLM, 128, 'bf16', True)]
+    steps, compile_s = [], []
+    for name, cls, B, dtype, comp in settings:
+        model = cls(cfg).train()
+        assert sum(p.numel() for p in model.parameters()) == 2_739_432
+        step = make_step(model, B, args.seq_len, cfg.vocab_size, dtype, comp)
+        t0 = time.perf_counter()
+        step()  # warm-up (and compilation)
+        step()
+        compile_s.append(time.perf_counter() - t0)
+        steps.append(step)
+
+    rates = [[] for _ in settings]
+    for r in range(args.rounds):
+        for k, step in enumerate(steps):
+            n, t0 = 0, time.perf_counter()
+            while True:
+                step()
+                n += 1
+                dt = time.perf_counter() - t0
+                if dt >= args.seconds:
+                    break
+            rates[k].append(n * settings[k][2] * args.seq_len / dt)
+
+    base = statistics.median(rates[0])
+    rows = []
+    print(f"New-LLM training tokens/s (forward+backward+clip+Adam), {args.threads} threads, T={args.seq_len}, "
+          f"median of {args.rounds} rounds; ratio vs the seed loop at batch 32 fp32")
+    print(f"{'model':<14} {'batch':>5} {'dtype':>5} {'tokens/s':>9} {'ratio':>6} {'warm-up s':>9}")
+    for (name, cls, B, dtype, comp), rs, cs in zip(settings, rates, compile_s):
+        tps = statistics.median(rs)
+        rows.append(dict(model=name, batch_size=B, dtype=dtype, compile=comp, tokens_per_s=round(tps, 1),
+                         ratio=round(tps / base, 3), rounds=[round(x, 1) for x in rs], warmup_s=round(cs, 2)))
+        print(f"{name:<14} {B:>5} {dtype:>5} {tps:>9.0f} {tps / base:>5.2f}x {cs:>9.1f}")
+    if args.json:
+        with open(args.json, 'w') as f:
+            json.dump(dict(threads=args.threads, seq_len=args.seq_len, config=vars(cfg), torch=torch.__version__,
+                           rows=rows), f, indent=1)
+
+
+if __name__ == '__main__':
+    main()
