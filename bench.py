@@ -222,7 +222,8 @@ def growth_exponent(lengths, values, floor=0.0):
     return float(np.polyfit(x, y, 1)[0])
 
 
-PANELS = [('train_seconds', 'train step time (s)', 0.0), ('train_peak_mb', 'train peak memory above baseline (MB)', 1.0),
+PANELS = [('train_seconds', 'train step time (s)', 0.0),        # (result key, axis label, floor for log/fit)
+          ('train_peak_mb', 'train peak memory above baseline (MB)', 1.0),
           ('gen_seconds_per_token', 'generation time per token (s)', 0.0),
           ('gen_peak_mb', 'generation peak memory above baseline (MB)', 1.0)]
 
@@ -305,7 +306,8 @@ def main(argv=None):
               'memory_method': ('torch.cuda.max_memory_allocated - memory_allocated before' if args.device != 'cpu'
                                 else 'peak RSS (VmHWM) above the RSS at the start, new process, after a tiny warm-up'),
               'models': {}, 'results': [], 'exponents': {}}
-    print(f"{device_name}" + (f", {args.threads} thread(s)" if args.device == 'cpu' else '') + f"; train batch {args.batch_size}, generation batch 1, "
+    threads = f", {args.threads} thread(s)" if args.device == 'cpu' else ''
+    print(f"{device_name}{threads}; train batch {args.batch_size}, generation batch 1, "
           f"{args.gen_tokens} tokens timed; peak memory: {report['memory_method']}")
     for name in names:
         params, per_pos = param_counts(name, configs[name])
@@ -337,7 +339,8 @@ def main(argv=None):
             print(f"{name:9s} {T:>6d} {f('train_seconds'):>12s} {tps:>9s} {f('train_peak_mb', fmtx='{:.1f}'):>9s} "
                   f"{f('gen_seconds_per_token', 1000):>10s} {f('gen_peak_mb', fmtx='{:.1f}'):>8s}"
                   + ''.join(f"  [{k}: {row[k]}]" for k in ('train_error', 'gen_error') if k in row), flush=True)
-    print(f"growth exponents (slope of log y vs log T over T >= {lengths[len(lengths) // 2] if len(lengths) >= 4 else lengths[0]}):")
+    fit_from = lengths[len(lengths) // 2] if len(lengths) >= 4 else lengths[0]
+    print(f"growth exponents (slope of log y vs log T over T >= {fit_from}):")
     for name in names:
         rows = [r for r in report['results'] if r['model'] == name]
         report['exponents'][name] = {key: growth_exponent([r['T'] for r in rows], [r.get(key) for r in rows], floor)

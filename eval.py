@@ -291,8 +291,8 @@ def load_data(dataset, split, ckpt):
         meta = json.load(f)
     path = os.path.join(data_dir, f'{split}.bin')
     if not os.path.isfile(path):
-        raise SystemExit(f"error: split {split!r} of {data_dir} is missing ({path}); available: "
-                         f"{', '.join(s for s in ('train', 'val', 'test') if os.path.isfile(os.path.join(data_dir, s + '.bin')))}")
+        have = [s for s in ('train', 'val', 'test') if os.path.isfile(os.path.join(data_dir, s + '.bin'))]
+        raise SystemExit(f"error: split {split!r} of {data_dir} is missing ({path}); available: {', '.join(have)}")
     cmeta = ckpt.get('meta', {})
     if cmeta and (cmeta.get('tokenizer') != meta.get('tokenizer') or cmeta.get('vocab_size') != meta.get('vocab_size')
                   or cmeta.get('words') != meta.get('words')):
@@ -311,7 +311,8 @@ def fmt(m):
         s += f"bits/byte {m['bits_per_byte']:.4f} | "
     if 'word_ppl' in m:
         s += f"word ppl {m['word_ppl']:.3f} | "
-    return s + f"acc {m['accuracy']:.4f} | {m['tokens']:,} tokens in {m['seconds']:.1f} s ({m['tokens_per_second']:,.0f} tok/s)"
+    return s + (f"acc {m['accuracy']:.4f} | {m['tokens']:,} tokens in {m['seconds']:.1f} s "
+                f"({m['tokens_per_second']:,.0f} tok/s)")
 
 
 def main(argv=None):
@@ -338,6 +339,8 @@ def main(argv=None):
     device = args.device
     if device.startswith('cuda') and not torch.cuda.is_available():
         raise SystemExit("error: --device cuda but CUDA is not available")
+    if args.quantize and args.dtype != 'float32':
+        raise SystemExit("error: --quantize int8 compares with the float32 model; leave --dtype at float32")
     if args.quantize and device != 'cpu':
         print("note: dynamic INT8 kernels run on CPU only; evaluating on cpu", file=sys.stderr)
         device = 'cpu'
@@ -367,8 +370,9 @@ def main(argv=None):
     if prorated:  # a prefix: its bytes and words are unknown, estimate them from the token share
         split_meta = {k: v * scored_fraction for k, v in split_meta.items() if k in ('bytes', 'words')}
     unit = (f"token = {meta['tokenizer']} tokenizer token (vocab {meta['vocab_size']}); bits/byte over the UTF-8 bytes "
-            f"and word ppl over the whitespace words of the {args.split} split" +
-            (f" (pro-rated: first {len(tokens):,} of {meta['splits'][args.split]['tokens']:,} tokens)" if prorated else ""))
+            f"and word ppl over the whitespace words of the {args.split} split")
+    if prorated:
+        unit += f" (pro-rated: first {len(tokens):,} of {meta['splits'][args.split]['tokens']:,} tokens)"
     print(f"{model_type}: {model.get_num_params():,} parameters | {data_dir} {args.split}: {len(tokens):,} tokens | "
           f"window {block_size} | batch {batch_size} | {device} {args.dtype}")
     print(f"units: {unit}")
@@ -427,7 +431,8 @@ def main(argv=None):
                        'linear_int8': quantized, 'linear_fp32': kept,
                        'weights_int8': qparams, 'threads': torch.get_num_threads()}
         print(f"int8 (dynamic, {len(quantized)} Linear layers, {qparams:,} of {model.get_num_params():,} weights; "
-              f"Linear kept float32: {', '.join(kept) or 'none'}; embeddings, norms and the rest stay float32):\n  {fmt(q)}")
+              f"Linear kept float32: {', '.join(kept) or 'none'}; embeddings, norms and the rest stay float32):")
+        print(f"  {fmt(q)}")
         print(f"  size {size32 / 2**20:.2f} MB -> {size8 / 2**20:.2f} MB (x{size8 / size32:.3f}) | "
               f"ppl {m['ppl']:.3f} -> {q['ppl']:.3f} ({100 * out['int8']['ppl_change']:+.2f}%) | "
               f"tok/s {m['tokens_per_second']:,.0f} -> {q['tokens_per_second']:,.0f} "

@@ -22,7 +22,8 @@ def test_quick_sweep_writes_json_and_png(tmp_path):
     for name, e in report['exponents'].items():
         assert set(e) == {'train_seconds', 'train_peak_mb', 'gen_seconds_per_token', 'gen_peak_mb'}
         assert e['train_seconds'] is not None
-    assert report['models']['gpt']['params_per_position'] == 16 and report['models']['newllm']['params_per_position'] == 0
+    assert report['models']['gpt']['params_per_position'] == 16
+    assert report['models']['newllm']['params_per_position'] == 0
     assert 'growth exponents' in p.stdout and 'VmHWM' in p.stdout
 
 

@@ -206,6 +206,8 @@ def test_errors_are_one_line(ckpts, data, tmp_path):
         ev.main(['--ckpt', str(gpt), '--split', 'test'])
     with pytest.raises(SystemExit, match=r"dataset '.*nowhere' not found"):
         ev.main(['--ckpt', str(gpt), '--dataset', str(tmp_path / 'nowhere')])
+    with pytest.raises(SystemExit, match='leave --dtype at float32'):
+        ev.main(['--ckpt', str(gpt), '--quantize', 'int8', '--dtype', 'bfloat16'])
     with pytest.raises(SystemExit, match='fewer than the longest context'):
         ev.main(['--ckpt', str(gpt), '--context_lengths', '64,100000'])
     other = make_dataset(tmp_path / 'other', vocab_size=40, n_train=100, n_val=100)
