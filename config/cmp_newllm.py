@@ -1,12 +1,13 @@
-# Equal-budget comparison on WikiText-2 (gpt2 tokens), about 14M parameters each, the same wall-clock budget:
-# config/cmp_gpt.py, config/cmp_newllm.py, config/cmp_resnetbk.py. New-LLM: 13,875,745 parameters.
+# Equal-budget comparison on WikiText-2 (gpt2 tokens) sized for a 2-core CPU: about 3.4M parameters each (most of
+# them the 50257-token embedding and head), the same wall-clock training budget (max_time):
+# config/cmp_gpt.py, config/cmp_newllm.py, config/cmp_resnetbk.py. New-LLM: 3,281,545 parameters.
 model_type = 'newllm'
 dataset = 'wikitext2-gpt2'
 out_dir = 'out-cmp-newllm'
-n_embd = 128
-n_hidden = 144
-n_context = 128
-n_layer = 4
+n_embd = 24
+n_hidden = 40
+n_context = 64
+n_layer = 3
 dropout = 0.1
 block_size = 128
 batch_size = 32
@@ -16,8 +17,8 @@ weight_decay = 0.1
 beta2 = 0.99
 warmup_iters = 100
 max_iters = 0
-lr_decay_iters = 3000      # cosine horizon; the run stops at max_time
-max_time = 600.0
+lr_decay_iters = 300       # cosine horizon (about the iterations of 300 s here); the run stops at max_time
+max_time = 300.0
 eval_interval = 100
 eval_iters = 20
 dtype = 'bfloat16'

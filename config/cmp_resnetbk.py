@@ -1,9 +1,10 @@
-# Equal-budget comparison on WikiText-2 (gpt2 tokens), about 14M parameters each, the same wall-clock budget:
-# config/cmp_gpt.py, config/cmp_newllm.py, config/cmp_resnetbk.py. ResNet-BK: 13,992,553 parameters (causal BK-Core).
+# Equal-budget comparison on WikiText-2 (gpt2 tokens) sized for a 2-core CPU: about 3.4M parameters each (most of
+# them the 50257-token embedding and head), the same wall-clock training budget (max_time):
+# config/cmp_gpt.py, config/cmp_newllm.py, config/cmp_resnetbk.py. ResNet-BK: 3,339,241 parameters (causal BK-Core).
 model_type = 'resnetbk'
 dataset = 'wikitext2-gpt2'
 out_dir = 'out-cmp-resnetbk'
-n_embd = 128
+n_embd = 32
 n_layer = 4
 n_experts = 4
 top_k = 1
@@ -16,8 +17,8 @@ weight_decay = 0.1
 beta2 = 0.99
 warmup_iters = 100
 max_iters = 0
-lr_decay_iters = 3000      # cosine horizon; the run stops at max_time
-max_time = 600.0
+lr_decay_iters = 300       # cosine horizon (about the iterations of 300 s here); the run stops at max_time
+max_time = 300.0
 eval_interval = 100
 eval_iters = 20
 dtype = 'bfloat16'
