@@ -5,6 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = ROOT.parent / "shared" / "data"
@@ -23,6 +24,7 @@ if "TIKTOKEN_CACHE_DIR" not in os.environ and (SHARED_DATA / "gpt2_bpe").is_dir(
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "offline")
+torch.set_num_threads(1)  # tiny models: one thread is faster and the results do not depend on the core count
 
 
 @pytest.fixture
