@@ -1,4 +1,4 @@
-# A one-minute end-to-end check on a 2-core CPU: a tiny GPT on WikiText-2 (gpt2 tokens). Not a real model.
+# A three-minute end-to-end check on a 2-core CPU: a tiny GPT on WikiText-2 (gpt2 tokens). Not a real model.
 model_type = 'gpt'
 dataset = 'wikitext2-gpt2'
 out_dir = 'out-smoke'
