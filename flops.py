@@ -348,8 +348,9 @@ def measure_peak_flops(device, dtype=torch.float32, seconds=0.25):
     """
     device = torch.device(device)
     n = 4096 if device.type == 'cuda' else 1024
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    gen = torch.Generator(device).manual_seed(0)  # a private generator: the run's RNG stream must not move
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
     sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
     a @ b  # warm-up
     sync()
