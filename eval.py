@@ -67,6 +67,13 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
+def score_logits(logits, targets):
+    """logits (B, T, V), targets (B, T) with -1 = not scored -> (summed NLL, scored targets, correct argmax), floats."""
+    logits, mask = logits.float(), targets != -1
+    nll = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1, reduction='sum')
+    return nll.item(), int(mask.sum()), int(((logits.argmax(-1) == targets) & mask).sum())
+
+
 @torch.no_grad()
 def evaluate_tokens(model, tokens, block_size, batch_size, device, autocast_ctx, carry_state=False):
     """
@@ -90,12 +97,8 @@ def evaluate_tokens(model, tokens, block_size, batch_size, device, autocast_ctx,
                 logits, state = model.forward_state(inputs, state)
             else:
                 logits, _ = model(inputs)
-        logits = logits.float()
-        nll = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.view(-1), ignore_index=-1, reduction='sum')
-        mask = targets != -1
-        nll_sum += nll.item()
-        n_targets += int(mask.sum())
-        n_correct += int(((logits.argmax(-1) == targets) & mask).sum())
+        nll, count, correct = score_logits(logits, targets)
+        nll_sum, n_targets, n_correct = nll_sum + nll, n_targets + count, n_correct + correct
         return state
 
     if not carry_state:

@@ -28,7 +28,7 @@ import checkpoint as ckpt_io
 import configurator
 import curves
 import flops
-from eval import evaluate_tokens, split_metrics
+from eval import evaluate_tokens, score_logits, split_metrics
 
 # -----------------------------------------------------------------------------
 # default config values
@@ -346,40 +346,31 @@ def get_clip(epoch):
 
 @torch.no_grad()
 def estimate_loss():
-    """Mean loss / PPL / accuracy on eval_iters fixed batches per split, or (eval_full) the whole val split."""
+    """
+    Mean loss (per target token, padding excluded) and accuracy on eval_iters fixed batches per split, or with
+    eval_full the whole val split: the stream in windows (eval.py), or in seed_lines mode the seed's val windows.
+    """
     out = {}
     model.eval()
     for split in ('train', 'val'):
-        if eval_full and split == 'val':
-            if batch_mode == 'seed_lines':  # the seed's metric: its val windows, each from a zero context
-                nll = n = correct = 0.0
-                for r0 in range(0, len(val_windows[0]), batch_size):
-                    x, y = windows_batch(val_data, val_windows, np.arange(r0, min(r0 + batch_size, len(val_windows[0]))))
-                    x, y = x.to(device), y.to(device)
-                    with ctx:
-                        logits, _ = raw_model(x)
-                    logits, mask = logits.float(), y != -1
-                    nll += torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1),
-                                                             ignore_index=-1, reduction='sum').item()
-                    n += mask.sum().item()
-                    correct += ((logits.argmax(-1) == y) & mask).sum().item()
-                out['val'] = {'loss': nll / n, 'accuracy': correct / n}
-            else:
-                m = split_metrics(evaluate_tokens(raw_model, val_data, block_size, batch_size, device, ctx),
-                                  meta['splits'].get('val'))
-                out['val'] = {'loss': m['loss'], 'accuracy': m['accuracy']}
+        if eval_full and split == 'val' and batch_mode == 'random':
+            m = split_metrics(evaluate_tokens(raw_model, val_data, block_size, batch_size, device, ctx),
+                              meta['splits'].get('val'))
+            out['val'] = {'loss': m['loss'], 'accuracy': m['accuracy']}
             continue
-        losses, correct, count = [], 0, 0
-        for k in range(eval_iters):
-            x, y = get_batch(split, k, 0, purpose=1)
+        if eval_full and split == 'val':  # the seed's metric: its val windows, each from a zero context
+            n_rows = len(val_windows[0])
+            batches = (windows_batch(val_data, val_windows, np.arange(r0, min(r0 + batch_size, n_rows)))
+                       for r0 in range(0, n_rows, batch_size))
+        else:
+            batches = (get_batch(split, k, 0, purpose=1) for k in range(eval_iters))
+        nll = count = correct = 0
+        for x, y in batches:
             with ctx:
-                logits, _ = raw_model(x)
-            logits, mask = logits.float(), y != -1
-            losses.append(torch.nn.functional.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1),
-                                                            ignore_index=-1).item())
-            correct += ((logits.argmax(-1) == y) & mask).sum().item()
-            count += mask.sum().item()
-        out[split] = {'loss': float(np.mean(losses)), 'accuracy': correct / max(count, 1)}
+                logits, _ = raw_model(x.to(device))
+            scores = score_logits(logits, y.to(device))
+            nll, count, correct = nll + scores[0], count + scores[1], correct + scores[2]
+        out[split] = {'loss': nll / max(count, 1), 'accuracy': correct / max(count, 1)}
     model.train()
     return out
 
