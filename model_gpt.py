@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 import sampling
+from linear_ce import linear_cross_entropy
 
 
 @dataclass
@@ -153,8 +154,12 @@ class GPT(nn.Module):
         return self.transformer.ln_f(x), new_caches
 
     def forward(self, idx, targets=None):
-        """idx (B, T) int64, targets (B, T) or None -> logits (B, T, V), mean CE loss (ignore_index=-1) or None."""
+        """idx (B, T) int64, targets (B, T) or None -> logits (B, T, V), mean CE loss (ignore_index=-1) or None.
+        Training with targets and gradients on: the loss comes from linear_ce.py and logits is None (the (B, T, V)
+        logits are never formed; train.py only uses the loss)."""
         x, _ = self._run(idx)
+        if targets is not None and self.training and torch.is_grad_enabled():
+            return None, linear_cross_entropy(x, self.lm_head.weight, None, targets)
         logits = self.lm_head(x)
         loss = None
         if targets is not None:

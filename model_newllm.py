@@ -39,6 +39,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 import sampling
+from linear_ce import linear_cross_entropy
 
 
 @dataclass
@@ -200,8 +201,11 @@ class NewLLM(nn.Module):
 
     def forward(self, idx, targets=None):
         """idx (B, T) int64 (any T), targets (B, T) or None -> logits (B, T, V), mean CE (ignore_index=-1) or None.
-        Every sequence starts from a zero context, like every window of the seed."""
+        Every sequence starts from a zero context, like every window of the seed. Training with targets and gradients
+        on: the loss comes from linear_ce.py and logits is None (train.py only uses the loss)."""
         h, _ = self._run(idx)
+        if targets is not None and self.training and torch.is_grad_enabled():
+            return None, linear_cross_entropy(h, self.lm_head.weight, self.lm_head.bias, targets)
         logits = self.lm_head(h)
         loss = None
         if targets is not None:

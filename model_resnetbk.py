@@ -32,6 +32,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import sampling
+from linear_ce import linear_cross_entropy
 
 BK_Z = 1j  # the spectral shift z of the seed; |g| <= 1/Im z keeps every value bounded
 
@@ -342,67 +343,6 @@ def bk_core(v, causal=True, grad='analytic', scan='auto', g0=None, keep=None, z=
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# The training loss without the (B*T, V) logits
-
-class LinearCrossEntropy(torch.autograd.Function):
-    """
-    loss = mean over rows with y != -1 of CE(h W^T + b, y), computed in chunks of rows, so that the (M, V) logits,
-    their log-softmax and their gradient are never held in full: per chunk, logits = h_c W^T + b (m, V),
-    lse = logsumexp, loss += lse - logit[y]; then in place p = softmax - onehot(y) (zero for y = -1), and the
-    gradients grad_h_c = p W, grad_W += p^T h_c, grad_b += sum(p) are formed at once (scaled in backward).
-    Same FLOPs as Linear + cross_entropy; what it saves is memory traffic and, on this VM, the page faults of
-    fresh 245 MB buffers at vocab 30000, batch 16 x 128 (~0.2 s each; the unfused step allocates 3-4 of them).
-    apply(h (M, D), W (V, D), b (V,), y (M,) int64, mm_dtype) -> loss (float32 scalar); mm_dtype: the matmul
-    dtype (torch.bfloat16 under use_mixed_precision), softmax and accumulation stay float32.
-    """
-
-    CHUNK_ELEMENTS = 2 ** 21                              # logits per chunk (8 MB in float32)
-
-    @staticmethod
-    def forward(ctx, h, W, b, y, mm_dtype):
-        M, V = h.shape[0], W.shape[0]
-        chunk = max(16, LinearCrossEntropy.CHUNK_ELEMENTS // V)
-        need = ctx.needs_input_grad[:3]
-        hm, Wm, bm = h.to(mm_dtype), W.to(mm_dtype), b.to(mm_dtype)
-        grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device) if need[0] else None
-        grad_W = torch.zeros(W.shape, dtype=torch.float32, device=W.device) if need[1] else None
-        grad_b = torch.zeros(V, dtype=torch.float32, device=b.device) if need[2] else None
-        total = torch.zeros((), dtype=torch.float64, device=h.device)
-        for r0 in range(0, M, chunk):
-            hc, yc = hm[r0:r0 + chunk], y[r0:r0 + chunk]
-            valid = (yc != -1).unsqueeze(1)
-            yi = yc.clamp(min=0).unsqueeze(1)
-            e = torch.addmm(bm, hc, Wm.t()).float()                      # logits (m, V)
-            mx = e.amax(1, keepdim=True)
-            target = e.gather(1, yi) - mx
-            e.sub_(mx).exp_()                                            # one exp pass: e = exp(logits - max)
-            se = e.sum(1, keepdim=True)
-            total += ((torch.log(se) - target) * valid).sum()            # lse - logit[y]
-            if any(need):
-                p = e.mul_(valid / se)                                   # softmax, zero rows for y = -1
-                p.scatter_add_(1, yi, -valid.to(p.dtype))                # - onehot(y)
-                pm = p.to(mm_dtype)
-                if need[0]:
-                    grad_h[r0:r0 + chunk] = pm @ Wm
-                if need[1]:
-                    if mm_dtype == torch.float32:
-                        grad_W.addmm_(pm.t(), hc)
-                    else:
-                        grad_W += pm.t() @ hc
-                if need[2]:
-                    grad_b += p.sum(0)
-        n = (y != -1).sum().clamp(min=1).to(torch.float32)
-        ctx.save_for_backward(*(g / n if g is not None else None for g in (grad_h, grad_W, grad_b)))
-        ctx.dtypes = (h.dtype, W.dtype, b.dtype)
-        return (total / n).to(torch.float32)
-
-    @staticmethod
-    def backward(ctx, grad_loss):
-        grads = [None if g is None else (g * grad_loss).to(dt) for g, dt in zip(ctx.saved_tensors, ctx.dtypes)]
-        return grads[0], grads[1], grads[2], None, None
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # The model
 
 @dataclass
@@ -689,7 +629,7 @@ class ResNetBK(nn.Module):
         """
         idx (B, T) int64 with T <= block_size, targets (B, T) or None -> logits (B, T, V) float32, loss.
         Training mode: loss = mean CE (ignore_index=-1) + the auxiliary losses (balance, ponder, sparsity), and,
-        when gradients are on, the CE comes from LinearCrossEntropy and logits is None: the (B, T, V) logits are
+        when gradients are on, the CE comes from linear_ce.py and logits is None: the (B, T, V) logits are
         never formed (train.py only uses the loss; call model(idx) for logits). Eval mode: logits and the pure
         mean CE.
         """
@@ -699,9 +639,8 @@ class ResNetBK(nn.Module):
                              f"(use forward_state for longer sequences)")
         h, _, aux = self._run(idx)
         if targets is not None and self.training and torch.is_grad_enabled():
-            mm_dtype = torch.bfloat16 if self.config.use_mixed_precision else torch.float32
-            loss = LinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), self.lm_head.weight, self.lm_head.bias,
-                                            targets.reshape(-1), mm_dtype)
+            mm_dtype = torch.bfloat16 if self.config.use_mixed_precision else None  # None: autocast's, or fp32
+            loss = linear_cross_entropy(h, self.lm_head.weight, self.lm_head.bias, targets, mm_dtype)
             return None, loss + sum(aux) if aux else loss
         logits = self._logits(h)
         loss = None

@@ -324,29 +324,6 @@ def test_model_gradients_analytic_equal_autograd(causal):
     assert (grads['analytic'] - grads['autograd']).abs().max() < 1e-5 * grads['autograd'].abs().max()
 
 
-def test_linear_cross_entropy_equals_unfused():
-    F = torch.nn.functional
-    g = torch.Generator().manual_seed(0)
-    h = torch.randn(300, 8, generator=g, requires_grad=True)
-    W = torch.randn(5000, 8, generator=g, requires_grad=True)
-    b = torch.randn(5000, generator=g, requires_grad=True)
-    y = torch.randint(0, 5000, (300,), generator=g)
-    y[::7] = -1
-    for rows in (300, 40):            # V = 5000: one chunk of 419 rows; V = 2**17: chunks of 16 rows, 3 of them
-        WW = W if rows == 300 else torch.randn(2 ** 17, 8, generator=g, requires_grad=True)
-        bb = b if rows == 300 else torch.zeros(2 ** 17, requires_grad=True)
-        yy = y[:rows].clamp(max=WW.shape[0] - 1)
-        ref = F.cross_entropy(F.linear(h[:rows], WW, bb), yy, ignore_index=-1)
-        ref_grads = torch.autograd.grad(ref * 3.0, (h, WW, bb))
-        loss = bk.LinearCrossEntropy.apply(h[:rows], WW, bb, yy, torch.float32)
-        grads = torch.autograd.grad(loss * 3.0, (h, WW, bb))
-        assert abs(loss.item() - ref.item()) < 1e-5
-        for a, r in zip(grads, ref_grads):
-            assert (a - r).abs().max() < 1e-5
-    loss16 = bk.LinearCrossEntropy.apply(h, W, b, y, torch.bfloat16)
-    assert abs(loss16.item() - F.cross_entropy(F.linear(h, W, b), y, ignore_index=-1).item()) < 0.05
-
-
 def test_training_loss_is_fused_and_equals_eval_loss():
     m = small(balance_loss=0.0)
     idx = tokens()

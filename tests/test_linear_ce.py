@@ -1,0 +1,66 @@
+import pytest
+import torch
+import torch.nn.functional as F
+
+from linear_ce import LinearCrossEntropy, linear_cross_entropy
+from model_gpt import GPT, GPTConfig
+from model_newllm import NewLLM, NewLLMConfig
+from model_resnetbk import ResNetBK, ResNetBKConfig
+
+
+@pytest.mark.parametrize('with_bias', [True, False])
+def test_equals_unfused_loss_and_gradients(with_bias):
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(300, 8, generator=g, requires_grad=True)
+    y = torch.randint(0, 5000, (300,), generator=g)
+    y[::7] = -1
+    for rows, V in ((300, 5000), (40, 2 ** 17)):  # one chunk of 419 rows; chunks of 16 rows, 3 of them
+        W = torch.randn(V, 8, generator=g, requires_grad=True)
+        b = torch.randn(V, generator=g, requires_grad=True) if with_bias else None
+        inputs = (h, W, b) if with_bias else (h, W)
+        yy = y[:rows].clamp(max=V - 1)
+        ref = F.cross_entropy(F.linear(h[:rows], W, b), yy, ignore_index=-1)
+        ref_grads = torch.autograd.grad(ref * 3.0, inputs)
+        loss = LinearCrossEntropy.apply(h[:rows], W, b, yy, torch.float32)
+        grads = torch.autograd.grad(loss * 3.0, inputs)
+        assert abs(loss.item() - ref.item()) < 1e-5
+        for a, r in zip(grads, ref_grads):
+            assert (a - r).abs().max() < 1e-4 * r.abs().max()  # float32 sums over up to 2**17 logits
+
+
+def test_matmul_dtype_follows_autocast():
+    g = torch.Generator().manual_seed(1)
+    h, W = torch.randn(64, 16, generator=g), torch.randn(300, 16, generator=g)
+    y = torch.randint(0, 300, (64,), generator=g)
+    ref = F.cross_entropy(h @ W.t(), y)
+    fp32 = linear_cross_entropy(h, W, None, y)
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        bf16 = linear_cross_entropy(h, W, None, y)
+        forced = linear_cross_entropy(h, W, None, y, torch.float32)
+    bf16_ref = F.cross_entropy((h.bfloat16() @ W.bfloat16().t()).float(), y)
+    assert abs(fp32.item() - ref.item()) < 1e-5 and abs(forced.item() - ref.item()) < 1e-5
+    assert abs(bf16.item() - bf16_ref.item()) < 1e-5 and abs(bf16.item() - ref.item()) > 1e-5
+
+
+@pytest.mark.parametrize('make', [
+    lambda: GPT(GPTConfig(vocab_size=97, block_size=16, n_layer=2, n_head=2, n_embd=16, dropout=0.0)),
+    lambda: NewLLM(NewLLMConfig(vocab_size=97, n_embd=8, n_hidden=16, n_context=8, n_layer=2, dropout=0.0)),
+    lambda: ResNetBK(ResNetBKConfig(vocab_size=97, n_embd=16, n_layer=2, block_size=16, dropout=0.0,
+                                    balance_loss=0.0)),
+], ids=['gpt', 'newllm', 'resnetbk'])
+def test_every_model_trains_on_the_fused_loss_and_it_equals_eval_loss(make):
+    torch.manual_seed(0)
+    model = make()
+    idx = torch.randint(0, 97, (3, 16))
+    tgt = torch.randint(0, 97, (3, 16))
+    tgt[0, :5] = -1
+    logits, loss = model.train()(idx, tgt)
+    assert logits is None
+    loss.backward()
+    fused = {n: p.grad.clone() for n, p in model.named_parameters()}
+    model.zero_grad()
+    logits, ref = model.eval()(idx, tgt)
+    ref.backward()
+    assert logits.shape == (3, 16, 97) and abs(loss.item() - ref.item()) < 1e-5
+    for n, p in model.named_parameters():
+        assert (fused[n] - p.grad).abs().max() < 1e-5, n
