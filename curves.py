@@ -1,7 +1,14 @@
 """
 Learning curves of a run as a PNG, drawn from train.py's history (out_dir/history.json): train and val loss, val PPL
-and the learning rate against iterations, a secondary axis in epochs, and the best evaluation marked.
+and the learning rate against iterations, a secondary axis in epochs, and the best evaluation marked. train.py calls
+plot() at every evaluation.
+
+Several runs side by side (e.g. the equal-budget comparison): val loss against training time and against training
+FLOPs (iterations x the run's FLOPs per step from results.json):
+    python curves.py out-cmp-gpt out-cmp-newllm out-cmp-resnetbk --png results/cpu/cmp_curves.png
 """
+import argparse
+import json
 import os
 
 import matplotlib
@@ -42,3 +49,40 @@ def plot(history, iters_per_epoch, path, title=''):
     fig.tight_layout()
     atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=90))
     plt.close(fig)
+
+
+def compare(out_dirs, path):
+    """Val loss of each run in out_dirs against training minutes and training FLOPs, one PNG written atomically."""
+    fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(12, 4))
+    for d in out_dirs:
+        files = [os.path.join(d, n) for n in ('history.json', 'results.json')]
+        missing = [p for p in files if not os.path.exists(p)]
+        if missing:
+            raise SystemExit(f"error: {missing[0]} not found (is {d} an out_dir of a finished train.py run?)")
+        with open(files[0]) as f:
+            history = json.load(f)
+        with open(files[1]) as f:
+            results = json.load(f)
+        label = f"{results['model_name']} ({results['num_params'] / 1e6:.2f}M)"
+        loss = [h['val_loss'] for h in history]
+        ax_t.plot([h['seconds'] / 60 for h in history], loss, marker='.', label=label)
+        ax_f.plot([h['iter'] * results['total_flops_per_step'] for h in history], loss, marker='.', label=label)
+    ax_t.set_xlabel('training time (min)')
+    ax_f.set_xlabel('training FLOPs')
+    ax_f.set_xscale('log')
+    for ax in (ax_t, ax_f):
+        ax.set_ylabel('val loss (nats/token)')
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.tight_layout()
+    atomic_write(path, lambda tmp: fig.savefig(tmp, format='png', dpi=90))
+    plt.close(fig)
+
+
+if __name__ == '__main__':
+    p = argparse.ArgumentParser(description='val loss of several train.py runs against time and FLOPs, as a PNG')
+    p.add_argument('out_dirs', nargs='+', help='out_dir of each run (history.json and results.json)')
+    p.add_argument('--png', required=True, help='where to write the plot')
+    args = p.parse_args()
+    compare(args.out_dirs, args.png)
+    print(f"wrote {args.png}")

@@ -88,6 +88,12 @@ def test_outputs_history_curves_results(data, tmp_path):
         assert key in results, key
     assert results['total_tokens'] == 6 * 4 * 16
     assert results['final_eval_of_best']['val']['tokens'] == 3000 - 1
+    # curves.py: several runs against time and FLOPs; a folder without a finished run is a one-line error
+    run('curves.py', out, out, '--png', tmp_path / 'cmp.png')
+    assert (tmp_path / 'cmp.png').read_bytes()[:4] == b'\x89PNG'
+    p = run('curves.py', out, tmp_path / 'nothing', '--png', tmp_path / 'bad.png', check=False)
+    assert p.returncode != 0 and 'nothing/history.json not found' in p.stderr and 'Traceback' not in p.stderr
+    assert not (tmp_path / 'bad.png').exists()
 
 
 def test_early_stopping_and_epochs(data, tmp_path):
