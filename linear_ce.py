@@ -8,8 +8,7 @@ held in full: per chunk, logits = h_c W^T + b (m, V), lse = logsumexp, loss += l
 p = softmax - onehot(y) (zero for y = -1) and the gradients grad_h_c = p W, grad_W += p^T h_c, grad_b += sum(p) are
 formed right away (backward only scales them). The FLOPs are those of Linear + cross_entropy + their backward; what it
 saves is memory traffic and, on a CPU, the page faults of fresh (M, V) float32 buffers (245 MB at vocab 30000 and
-16 x 128 positions, ~0.2 s each; the unfused step allocates 3-4 of them). At the gpt2 vocabulary (50257) on this
-2-core CPU, the unfused head and loss were most of a small model's step.
+16 x 128 positions, ~0.2 s each; the unfused step allocates 3-4 of them).
 """
 import torch
 
