@@ -530,15 +530,15 @@ def main(argv):
               f"{device}, under torch.utils.flop_counter.FlopCounterMode (it counts matmuls, SDPA, convolutions)")
         print(f"{'':<20} {'analytic matmul':>20} {'measured':>20}")
         step_a, step_m = a['forward_matmul'] + a['backward_matmul'], m['forward'] + m['backward']
-        # training runs lm_head fused with the loss (linear_ce.py): its two gradient matmuls, 4 M D V, run in the forward
+        # training runs lm_head fused with the loss (linear_ce.py): its gradient matmuls, 4 M D V, run in the forward
         head = 4 * bc * T * cfg_obj.vocab_size * model.lm_head.weight.shape[1]
         for phase, want, got in (('forward', a['forward_matmul'] + head, m['forward']),
                                  ('backward', a['backward_matmul'] - head, m['backward']),
                                  ('forward + backward', step_a, step_m), ('optimizer', 0, m['optimizer'])):
             print(f"{phase:<20} {want:>20,} {got:>20,}   {'equal' if want == got else 'different'}")
         ok = step_a == step_m and m['optimizer'] == 0
-        print(f"(forward/backward as they run: the fused lm_head + loss forms its gradients, 4 M D V = {head:,}, in the "
-              f"forward pass; the tables above keep the mathematical split)")
+        print(f"(forward/backward as they run: the fused lm_head + loss forms its gradients, 4 M D V = {head:,}, "
+              f"in the forward pass; the tables above keep the mathematical split)")
         print("measured by op: " + ', '.join(f"{op} {n:,}" for op, n in sorted(m['by_op'].items())))
         print(f"analytic only (the counter cannot see them: elementwise, norms, softmax, activations, loss, "
               f"recurrences/scans, optimizer): forward {a['forward'] - a['forward_matmul']:,}, "
