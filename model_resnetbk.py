@@ -128,7 +128,7 @@ def bk_causal_chunked(s, g0=None, keep=None):
     s, g0, keep, returns: as bk_causal_sequential.
     """
     B, N = s.shape
-    max_s = s.abs().max().item() if N else 0.0
+    max_s = 2 ** 0.5 * torch.view_as_real(s).abs().amax().item() if N else 0.0      # >= max|s|, cheaper
     limit = 1e30 if s.dtype == torch.complex64 else 1e290
     K = _chunk_len(N, int(math.log(limit) / math.log(max_s + 1.0)))
     C = -(-N // K)
@@ -141,7 +141,7 @@ def bk_causal_chunked(s, g0=None, keep=None):
     ab[..., 0] = 1
     cd[..., 1] = 1
     rows_ab, rows_cd = [], []
-    s_k = s.view(B, C, K, 1).unbind(2)
+    s_k = s.view(B, C, K, 1).expand(B, C, K, 2).contiguous().unbind(2)     # the lanes' shape: no broadcasting
     if keep is None:
         for sk in s_k:
             ab, cd = cd, sk * cd - ab
@@ -229,29 +229,36 @@ class BKCausalAnalytic(torch.autograd.Function):
     and grad_s_i = conj(-g_i^2) lam_i, grad_g0 = conj(g_0^2) lam_0. A skipped position (keep False) has
     dg_i/dg_{i-1} = 1 and no dependence on s_i. Memory: g alone (B, N). Checked by torch.autograd.gradcheck.
 
-    apply(s, g0, keep, scan): s (B, N) complex; g0 (B,) complex or None; keep (B, N) bool or None;
+    apply(s, g0, keep, scan, z=None): s (B, N) complex; g0 (B,) complex or None; keep (B, N) bool or None;
     scan: 'sequential' | 'parallel' | 'chunked', the form of both recurrences (see SCANS). Returns g (B, N) complex.
+    With z given, the first argument is the real potential v instead and s = (v - 2) - z is formed inside, so
+    grad_v = Re(grad_s) (v is real): the same values, two autograd nodes fewer (bk_core's causal path).
     """
 
     @staticmethod
-    def forward(ctx, s, g0, keep, scan):
+    def forward(ctx, s, g0, keep, scan, z=None):
+        if z is not None:
+            s = (s - 2.0) - z
         g = SCANS[scan][0](s, g0, keep)
         ctx.save_for_backward(g, keep)
-        ctx.scan, ctx.has_g0 = scan, g0 is not None
+        ctx.scan, ctx.has_g0, ctx.real_input = scan, g0 is not None, z is not None
         return g
 
     @staticmethod
     def backward(ctx, grad_g):
         g, keep = ctx.saved_tensors
-        dg_dprev = g * g if keep is None else torch.where(keep, g * g, torch.ones_like(g))    # c_i = dg_i/dg_{i-1}
+        g2 = g * g
+        dg_dprev = g2 if keep is None else torch.where(keep, g2, torch.ones_like(g))    # c_i = dg_i/dg_{i-1}
         # reverse-time recurrence lam_i = grad_i + conj(c_{i+1}) lam_{i+1}, run forward on flipped sequences
         coef = torch.cat([dg_dprev[:, 1:].conj(), torch.zeros_like(g[:, :1])], 1).flip(1)
         lam = SCANS[ctx.scan][1](coef, grad_g.flip(1)).flip(1)
-        grad_s = -(g * g).conj() * lam
+        grad_s = -g2.conj() * lam
         if keep is not None:
             grad_s = torch.where(keep, grad_s, torch.zeros_like(grad_s))
+        if ctx.real_input:
+            grad_s = grad_s.real
         grad_g0 = dg_dprev[:, 0].conj() * lam[:, 0] if ctx.has_g0 and ctx.needs_input_grad[1] else None
-        return grad_s, grad_g0, None, None
+        return grad_s, grad_g0, None, None, None
 
 
 def bk_full_diagonal(s, causal_fn):
@@ -334,6 +341,8 @@ def bk_core(v, causal=True, grad='analytic', scan='auto', g0=None, keep=None, z=
             return SCANS[scan][0](s_, g0_, keep_)
 
         def compute(v_):
+            if causal and grad == 'analytic':
+                return BKCausalAnalytic.apply(v_, g0, keep, scan, z)
             s_ = (v_ - 2.0) - z                  # real - complex -> complex64 (complex128 for float64)
             return causal_fn(s_, g0, keep) if causal else bk_full_diagonal(s_, causal_fn)
 

@@ -128,6 +128,9 @@ def test_analytic_backward_gradcheck(scan):
     keep = torch.rand(2, 9, generator=torch.Generator().manual_seed(3)) > 0.3
     assert torch.autograd.gradcheck(lambda s_, g_: bk.BKCausalAnalytic.apply(s_, g_, keep, scan), (s, g0))
     assert torch.autograd.gradcheck(lambda s_: bk.BKCausalAnalytic.apply(s_, None, None, scan), (s,))
+    # with z, the input is the real potential v and s = (v - 2) - z is formed inside (bk_core's causal path)
+    v = v.clone().requires_grad_()
+    assert torch.autograd.gradcheck(lambda v_, g_: bk.BKCausalAnalytic.apply(v_, g_, keep, scan, 1j), (v, g0))
 
 
 @pytest.mark.parametrize("causal", [True, False])
