@@ -16,7 +16,8 @@ Step: forward, cross-entropy, backward, clip_grad_norm(0.5), AdamW at vocab 3000
   n_embd 64, 4 layers, 4 experts top-1 (4,146,120 parameters), as the seed's WikiText-103 run:
   seed        seed_reference.SeedResNetBK (non-causal theta/phi BK, its MoE loop)
   ours        ResNetBK at its defaults (causal, bk_grad='analytic', bk_scan='auto' = chunked on a CPU, the loss
-              by LinearCrossEntropy), and with bk_grad='autograd' or use_mixed_precision=True.
+              by LinearCrossEntropy, AdamW fused as in train.py), and with bk_grad='autograd' or
+              use_mixed_precision=True.
 Variants run interleaved (round-robin); the median wall time and the median CPU time of the process are reported.
 On a shared machine the CPU time is the steadier measure (at --threads 1 it excludes time spent descheduled).
 """
@@ -61,7 +62,8 @@ def step_variants(device, B=16, N=128, V=30000):
 
     def make(model, is_seed):
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01)
+        # the seed's plain AdamW; ours fused, as train.py runs it
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-3, weight_decay=0.01, fused=not is_seed)
 
         def run():
             if is_seed:

@@ -17,7 +17,7 @@ class LinearCrossEntropy(torch.autograd.Function):
     """apply(h (M, D), W (V, D), b (V,) or None, y (M,) int64, mm_dtype) -> loss (float32 scalar). The matmuls run in
     mm_dtype (float32 or bfloat16/float16), the softmax and all sums in float32, autocast off inside."""
 
-    CHUNK_ELEMENTS = 2 ** 21                              # logits per chunk (8 MB in float32)
+    CHUNK_ELEMENTS = 2 ** 22                              # logits per chunk (16 MB in float32; fastest of 2^19..2^24 on the CPU)
 
     @staticmethod
     def forward(ctx, h, W, b, y, mm_dtype):

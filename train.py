@@ -277,13 +277,15 @@ if model_args.get('block_size', block_size) < block_size:
     raise SystemExit(f"error: block_size {block_size} exceeds the model's {model_args['block_size']}")
 
 # AdamW decays only >= 2-D weights (matmuls, embeddings); biases and norm gains are not decayed
+# fused: one kernel for all parameters (on the CPU 3-8x faster than the per-tensor loop: bench_bkcore.py's step)
 params = [p for p in model.parameters() if p.requires_grad]
+fused = device_type in ('cuda', 'cpu')
 if optimizer == 'adamw':
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    opt = torch.optim.AdamW(groups, lr=learning_rate, betas=(beta1, beta2), fused=device_type == 'cuda')
+    opt = torch.optim.AdamW(groups, lr=learning_rate, betas=(beta1, beta2), fused=fused)
 elif optimizer == 'adam':
-    opt = torch.optim.Adam(params, lr=learning_rate, betas=(beta1, beta2), fused=device_type == 'cuda')
+    opt = torch.optim.Adam(params, lr=learning_rate, betas=(beta1, beta2), fused=fused)
 else:
     raise SystemExit(f"error: optimizer must be 'adamw' or 'adam', not {optimizer!r}")
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
