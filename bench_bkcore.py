@@ -51,6 +51,8 @@ def core_variants(B, N, device):
     for scan, short in (('sequential', 'seq'), ('parallel', 'scan'), ('chunked', 'chunk')):
         for grad in ('autograd', 'analytic'):
             out[f'{short}/{grad}'] = ours(scan, grad)
+    if device == 'cpu':
+        out['c/analytic'] = ours('c', 'analytic')
     return out
 
 

@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+import bk_kernel
 import sampling
 from linear_ce import linear_cross_entropy
 
@@ -38,10 +39,10 @@ BK_Z = 1j  # the spectral shift z of the seed; |g| <= 1/Im z keeps every value b
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# BK-Core: the causal recurrence three ways (sequential loop, log-depth scan, two-level chunks), its exact O(N)
-# backward, the seed's non-causal full diagonal, and the seed's (wrong) backward for faithful reproduction.
-# Speed (bench_bkcore.py, B=16, forward+backward, analytic gradient): the chunked form is the fastest on a CPU,
-# the log-depth scan on a GPU from N ~ 1000; see bk_core for the automatic choice.
+# BK-Core: the causal recurrence three ways (sequential loop, log-depth scan, two-level chunks; the loop also in C),
+# its exact O(N) backward, the seed's non-causal full diagonal, and the seed's (wrong) backward for reproduction.
+# Speed (bench_bkcore.py, B=16, forward+backward, analytic gradient): on a CPU the loop in C (bk_kernel.py), else
+# the chunked form; on a GPU the log-depth scan from N ~ 1000; see bk_core for the automatic choice.
 
 def bk_causal_sequential(s, g0=None, keep=None):
     """
@@ -214,7 +215,8 @@ def linear_recurrence_chunked(coef, x):
 # scan name -> (causal BK recurrence, linear recurrence of its adjoint)
 SCANS = {'sequential': (bk_causal_sequential, linear_recurrence_sequential),
          'parallel': (bk_causal_scan, linear_recurrence_scan),
-         'chunked': (bk_causal_chunked, linear_recurrence_chunked)}
+         'chunked': (bk_causal_chunked, linear_recurrence_chunked),
+         'c': (bk_kernel.bk_causal, bk_kernel.linear_recurrence)}          # the sequential loops in C, CPU only
 
 
 class BKCausalAnalytic(torch.autograd.Function):
@@ -230,7 +232,8 @@ class BKCausalAnalytic(torch.autograd.Function):
     dg_i/dg_{i-1} = 1 and no dependence on s_i. Memory: g alone (B, N). Checked by torch.autograd.gradcheck.
 
     apply(s, g0, keep, scan, z=None): s (B, N) complex; g0 (B,) complex or None; keep (B, N) bool or None;
-    scan: 'sequential' | 'parallel' | 'chunked', the form of both recurrences (see SCANS). Returns g (B, N) complex.
+    scan: 'sequential' | 'parallel' | 'chunked' | 'c', the form of both recurrences (see SCANS). Returns g (B, N)
+    complex.
     With z given, the first argument is the real potential v instead and s = (v - 2) - z is formed inside, so
     grad_v = Re(grad_s) (v is real): the same values, two autograd nodes fewer (bk_core's causal path).
     """
@@ -318,9 +321,11 @@ def bk_core(v, causal=True, grad='analytic', scan='auto', g0=None, keep=None, z=
     grad: 'autograd' (through the loop/scan), 'analytic' (BKCausalAnalytic, exact O(N)), 'seed' (the seed's wrong
       diagonal blend, BKSeedBackward).
     scan: 'sequential' (N steps), 'parallel' (log2 N steps of the Hillis-Steele scan, O(N log N) work),
-      'chunked' (~3 sqrt(N) steps, O(N) work), 'auto' = 'chunked' on a CPU (fastest there at every length
-      measured by bench_bkcore.py) and on a GPU below N = 1024; 'parallel' on a GPU from N = 1024 (H100, B=16,
-      forward+backward with the analytic gradient: 2.9 vs 4.9 ms at N=128, 6.9 vs 9.7 ms at N=4096).
+      'chunked' (~3 sqrt(N) steps, O(N) work), 'c' (the sequential loops as a C kernel, bk_kernel.py; CPU only,
+      no autograd graph). 'auto' on a CPU = 'c' when the kernel builds (a C compiler is present) and grad is not
+      'autograd', else 'chunked' (bench_bkcore.py, B=16, 1 thread: 0.31 vs 0.73 ms at N=128, 0.82 vs 3.1 ms at
+      N=2048); on a GPU 'chunked' below N = 1024 and 'parallel' from there (H100, B=16, forward+backward with the
+      analytic gradient: 2.9 vs 4.9 ms at N=128, 6.9 vs 9.7 ms at N=4096).
     g0 (B,) complex, keep (B, N) bool: carried state and skip mask of the causal chain (see bk_causal_sequential).
     returns g (B, N) complex.
     """
@@ -328,10 +333,14 @@ def bk_core(v, causal=True, grad='analytic', scan='auto', g0=None, keep=None, z=
         raise ValueError(f"bk_scan must be 'auto', {', '.join(map(repr, SCANS))}, got {scan!r}")
     if grad not in ('autograd', 'analytic', 'seed'):
         raise ValueError(f"bk_grad must be 'autograd', 'analytic' or 'seed', got {grad!r}")
+    if scan == 'c' and grad == 'autograd':
+        raise ValueError("bk_scan='c' has no autograd graph: use bk_grad='analytic' (or 'seed')")
     if not causal and (g0 is not None or keep is not None):
         raise ValueError("the non-causal BK-Core has no carried state or skip mask")
-    if scan == 'auto':
-        scan = 'parallel' if v.device.type != 'cpu' and v.shape[1] >= 1024 else 'chunked'
+    if scan == 'auto' and v.device.type != 'cpu':
+        scan = 'parallel' if v.shape[1] >= 1024 else 'chunked'
+    elif scan == 'auto':
+        scan = 'c' if grad != 'autograd' and bk_kernel.available() else 'chunked'
     with torch.autocast(v.device.type, enabled=False):
         v = v if v.dtype == torch.float64 else v.float()
 
@@ -365,7 +374,7 @@ class ResNetBKConfig:
     dropout: float = 0.1          # inside the experts, as the seed
     bk_causal: bool = True        # False: the seed's full resolvent diagonal, which sees future tokens (reproduction)
     bk_grad: str = 'analytic'     # 'analytic' (exact O(N) adjoint, fastest) | 'autograd' | 'seed' (the seed's wrong one)
-    bk_scan: str = 'auto'         # 'auto' | 'sequential' | 'parallel' (log-depth scan) | 'chunked' (two-level)
+    bk_scan: str = 'auto'         # 'auto' | 'sequential' | 'parallel' (log-depth scan) | 'chunked' (two-level) | 'c'
     router: str = 'softmax'       # 'softmax': gate = router probability of the chosen expert (learns);
                                   # 'seed': softmax over the chosen logits only (a constant 1 at top_k=1)
     balance_loss: float = 0.01    # Switch load-balancing loss coefficient (training loss only); 0 = off
@@ -567,6 +576,13 @@ class ResNetBK(nn.Module):
                 raise SystemExit(f"error: {name} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
         if not 1 <= config.top_k <= config.n_experts:
             raise SystemExit(f"error: top_k must be between 1 and n_experts={config.n_experts}, not {config.top_k}")
+        if config.bk_scan == 'c':
+            if config.bk_grad == 'autograd':
+                raise SystemExit("error: bk_scan='c' has no autograd graph: use bk_grad='analytic' (or 'seed')")
+            try:
+                bk_kernel.load()
+            except RuntimeError as e:
+                raise SystemExit(f"error: {e}") from None
         if config.use_sparse_bk and not config.bk_causal:
             raise SystemExit("error: use_sparse_bk needs bk_causal=True (the seed's full diagonal has no chain to skip)")
         self.config = config

@@ -1,7 +1,11 @@
 """ResNet-BK: the BK-Core against dense inverses, its scan and analytic backward, the seed reference, the model."""
+import os
+import shutil
+
 import pytest
 import torch
 
+import bk_kernel
 import model_resnetbk as bk
 import seed_reference as seed
 
@@ -120,7 +124,7 @@ def test_carried_state_continues_the_chain():
         assert (gk[b, keep[b]] - bk.bk_causal_sequential(kept)[0]).abs().max() < 1e-13
 
 
-@pytest.mark.parametrize("scan", SCANS)
+@pytest.mark.parametrize("scan", SCANS + (('c',) if shutil.which(os.environ.get('CC', 'cc')) else ()))
 def test_analytic_backward_gradcheck(scan):
     v = rand_v(2, 9)
     s = ((v - 2.0) - 1j).requires_grad_()
@@ -161,6 +165,62 @@ def test_seed_backward_matches_seed_reference():
     v2 = v.detach().clone().requires_grad_()
     (gr_seed,) = torch.autograd.grad((seed.seed_bk_features(v2) * w).sum(), v2)
     assert (gr_ours - gr_seed).abs().max() < 1e-4 * gr_seed.abs().max()
+
+
+needs_cc = pytest.mark.skipif(shutil.which(os.environ.get('CC', 'cc')) is None, reason="no C compiler")
+
+
+@needs_cc
+def test_c_kernel_equals_sequential_and_dense_inverse():
+    for dtype, tol in ((torch.float32, 2e-6), (torch.float64, 1e-13)):
+        v = rand_v(4, 300, dtype=dtype)
+        s = (v - 2.0) - 1j
+        g0 = torch.complex(torch.randn(4, dtype=dtype), torch.rand(4, dtype=dtype))
+        keep = torch.rand(4, 300, generator=torch.Generator().manual_seed(4)) > 0.3
+        for args in ((), (g0,), (g0, keep), (None, keep)):
+            g = bk_kernel.bk_causal(s, *args)
+            assert g.dtype == s.dtype and (g - bk.bk_causal_sequential(s, *args)).abs().max() < tol
+        coef = torch.complex(torch.rand(4, 300, dtype=dtype), torch.rand(4, 300, dtype=dtype)) * 0.7
+        x = torch.randn(4, 300, dtype=s.dtype)
+        assert (bk_kernel.linear_recurrence(coef, x) - bk.linear_recurrence_sequential(coef, x)).abs().max() < tol
+    v = rand_v(2, 64)
+    assert (bk.bk_core(v, scan='c') - causal_reference(v)).abs().max() < 1e-12
+    for grad in ('analytic', 'seed'):
+        full = bk.bk_core(v, causal=False, grad=grad, scan='c')
+        assert (full - dense_resolvent(v, 64).diagonal(dim1=-2, dim2=-1)).abs().max() < 1e-12
+    g = bk.bk_core(rand_v(2, 4096, dtype=torch.float32), scan='c')
+    assert torch.isfinite(torch.view_as_real(g)).all() and g.abs().max() <= 1.0 + 1e-5
+
+
+@needs_cc
+def test_c_kernel_is_the_cpu_default_and_refuses_autograd():
+    v = rand_v(2, 50, dtype=torch.float32).requires_grad_()
+    w = torch.randn(2, 50, 2)
+    grads = {}
+    for scan in ('auto', 'c', 'chunked'):
+        g = bk.bk_core(v, scan=scan)
+        (grads[scan],) = torch.autograd.grad((torch.view_as_real(g) * w).sum(), v)
+    assert torch.equal(grads['auto'], grads['c']) and (grads['c'] - grads['chunked']).abs().max() < 1e-5
+    with pytest.raises(ValueError, match="no autograd graph"):
+        bk.bk_core(v, grad='autograd', scan='c')
+    with pytest.raises(SystemExit, match="no autograd graph"):
+        small(bk_scan='c', bk_grad='autograd')
+    with pytest.raises(ValueError, match="CPU only"):
+        bk_kernel.bk_causal(torch.zeros(1, 3, dtype=torch.complex64, device='meta'))
+
+
+def test_c_kernel_without_compiler_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(bk_kernel, '_lib', None)
+    monkeypatch.setattr(bk_kernel, '_available', None)
+    monkeypatch.setenv('XDG_CACHE_HOME', str(tmp_path))
+    monkeypatch.setenv('CC', str(tmp_path / 'no-such-cc'))
+    with pytest.raises(RuntimeError, match="could not build its C kernel"):
+        bk_kernel.load()
+    assert not bk_kernel.available()
+    with pytest.raises(SystemExit, match="could not build its C kernel"):
+        small(bk_scan='c')
+    v = rand_v(2, 20)                             # 'auto' falls back to the chunked form
+    assert (bk.bk_core(v) - bk.bk_causal_sequential((v - 2.0) - 1j)).abs().max() < 1e-12
 
 
 def test_bk_core_float32_under_autocast_and_bad_args():
