@@ -6,9 +6,10 @@ ops even in the chunked form); in C the whole batch is a few microseconds (bench
 
 The C source below is compiled once with the system's C compiler (`cc`, or $CC) into a shared library cached under
 ~/.cache/linlm (or $XDG_CACHE_HOME/linlm), named by a hash of the source, and called through ctypes on the tensors'
-memory: no Python build dependency, nothing compiled unless bk_scan='c' is used. complex64 and complex128 both.
-Division is compiled with -fcx-limited-range (the textbook formula, no rescaling): exact to rounding for the BK chain,
-where |s_i - g_{i-1}| >= Im(-z) = 1, and for any values far from the float range's ends.
+memory: no Python build dependency, nothing compiled unless the kernel is used (bk_scan='c', or 'auto' on a CPU;
+'auto' falls back to the chunked PyTorch form where it cannot be built). complex64 and complex128 both. The
+reciprocal is the textbook conj(d) / |d|^2, exact to rounding away from the float range's ends (for the BK chain
+|d| = |s_i - g_{i-1}| >= Im(-z) = 1).
 """
 import ctypes
 import hashlib
@@ -22,8 +23,8 @@ C_SOURCE = r"""
 #include <complex.h>
 
 /* g_i = 1 / (s_i - g_{i-1}), g_{-1} = g0[b] (0 if g0 is NULL); where keep[b, i] == 0: g_i = g_{i-1}.
-   s, g: (B, N) row-major complex; keep: (B, N) bytes or NULL. */
-#define BK_CAUSAL(NAME, CT)                                                                    \
+   s, g: (B, N) row-major complex; keep: (B, N) bytes or NULL. 1/d is conj(d) / |d|^2 (no library call). */
+#define BK_CAUSAL(NAME, CT, RE, IM)                                                            \
 void NAME(const CT *s, const CT *g0, const unsigned char *keep, CT *g, long B, long N) {        \
     for (long b = 0; b < B; b++) {                                                             \
         CT x = g0 ? g0[b] : 0;                                                                 \
@@ -31,7 +32,10 @@ void NAME(const CT *s, const CT *g0, const unsigned char *keep, CT *g, long B, l
         const unsigned char *kb = keep ? keep + b * N : 0;                                     \
         CT *gb = g + b * N;                                                                    \
         for (long i = 0; i < N; i++) {                                                         \
-            if (!kb || kb[i]) x = 1 / (sb[i] - x);                                             \
+            if (!kb || kb[i]) {                                                                \
+                CT d = sb[i] - x;                                                              \
+                x = (RE(d) - I * IM(d)) / (RE(d) * RE(d) + IM(d) * IM(d));                     \
+            }                                                                                  \
             gb[i] = x;                                                                         \
         }                                                                                      \
     }                                                                                          \
@@ -49,8 +53,8 @@ void NAME(const CT *coef, const CT *x, CT *y, long B, long N) {                 
     }                                                                                          \
 }
 
-BK_CAUSAL(bk_causal_c64, float complex)
-BK_CAUSAL(bk_causal_c128, double complex)
+BK_CAUSAL(bk_causal_c64, float complex, crealf, cimagf)
+BK_CAUSAL(bk_causal_c128, double complex, creal, cimag)
 LINEAR_RECURRENCE(linear_recurrence_c64, float complex)
 LINEAR_RECURRENCE(linear_recurrence_c128, double complex)
 """
@@ -68,22 +72,22 @@ def load():
     cache = os.path.join(os.environ.get('XDG_CACHE_HOME') or os.path.expanduser('~/.cache'), 'linlm')
     digest = hashlib.sha256(C_SOURCE.encode()).hexdigest()[:16]
     path = os.path.join(cache, f'bk_kernel_{digest}.so')
-    if not os.path.exists(path):
-        os.makedirs(cache, exist_ok=True)
-        cc = os.environ.get('CC', 'cc')
-        with tempfile.TemporaryDirectory(dir=cache) as tmp:
-            src, lib = os.path.join(tmp, 'bk_kernel.c'), os.path.join(tmp, 'bk_kernel.so')
-            with open(src, 'w') as f:
-                f.write(C_SOURCE)
-            try:
-                subprocess.run([cc, '-O2', '-fcx-limited-range', '-shared', '-fPIC', '-o', lib, src],
-                               check=True, capture_output=True, text=True)
-            except (OSError, subprocess.CalledProcessError) as e:
-                detail = getattr(e, 'stderr', '') or str(e)
-                raise RuntimeError(f"bk_scan='c' could not build its C kernel with {cc!r}: "
-                                   f"{detail.strip().splitlines()[-1] if detail.strip() else e}") from None
-            os.replace(lib, path)                     # atomic: a concurrent process sees all of it or nothing
-    lib = ctypes.CDLL(path)
+    cc = os.environ.get('CC', 'cc')
+    try:
+        if not os.path.exists(path):
+            os.makedirs(cache, exist_ok=True)
+            with tempfile.TemporaryDirectory(dir=cache) as tmp:
+                src, lib = os.path.join(tmp, 'bk_kernel.c'), os.path.join(tmp, 'bk_kernel.so')
+                with open(src, 'w') as f:
+                    f.write(C_SOURCE)
+                subprocess.run([cc, '-O2', '-shared', '-fPIC', '-o', lib, src], check=True, capture_output=True,
+                               text=True)
+                os.replace(lib, path)                 # atomic: a concurrent process sees all of it or nothing
+        lib = ctypes.CDLL(path)
+    except (OSError, subprocess.CalledProcessError) as e:
+        detail = (getattr(e, 'stderr', None) or str(e)).strip()
+        raise RuntimeError(f"bk_scan='c' could not build its C kernel with {cc!r} in {cache}: "
+                           f"{detail.splitlines()[-1] if detail else type(e).__name__}") from None
     ptr, long = ctypes.c_void_p, ctypes.c_long
     for name in ('bk_causal_c64', 'bk_causal_c128'):
         getattr(lib, name).argtypes = [ptr, ptr, ptr, ptr, long, long]
