@@ -10,13 +10,14 @@ Core: forward + backward of v (B, N) -> features [Re G, Im G] (B, N, 2) with a r
               note it returns zeros for N >= ~1000, where theta/phi overflow)
   seq/autograd     our causal recurrence, sequential loop (N steps), autograd through it
   scan/autograd    the log-depth Hillis-Steele scan (log2 N steps), autograd through it
-  chunk/autograd   the two-level chunked recurrence (~3 sqrt(N) steps; bk_scan='auto' on a CPU)
+  chunk/autograd   the two-level chunked recurrence (~3 sqrt(N) steps; bk_scan='auto' on a CPU without a C compiler)
   */analytic       the same forwards with the exact O(N) backward (BKCausalAnalytic) in the same form
+  c/analytic       the sequential loops as a C kernel (bk_kernel.py; bk_scan='auto' on a CPU), CPU only
 Step: forward, cross-entropy, backward, clip_grad_norm(0.5), AdamW at vocab 30000, batch 16, 128 positions,
   n_embd 64, 4 layers, 4 experts top-1 (4,146,120 parameters), as the seed's WikiText-103 run:
   seed        seed_reference.SeedResNetBK (non-causal theta/phi BK, its MoE loop)
-  ours        ResNetBK at its defaults (causal, bk_grad='analytic', bk_scan='auto' = chunked on a CPU, the loss
-              by LinearCrossEntropy, AdamW fused as in train.py), and with bk_grad='autograd' or
+  ours        ResNetBK at its defaults (causal, bk_grad='analytic', bk_scan='auto' = the C kernel, the loss
+              by LinearCrossEntropy, AdamW fused as in train.py), and with bk_grad='autograd' (the chunked form) or
               use_mixed_precision=True.
 Variants run interleaved (round-robin); the median wall time and the median CPU time of the process are reported.
 On a shared machine the CPU time is the steadier measure (at --threads 1 it excludes time spent descheduled).
