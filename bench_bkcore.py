@@ -19,7 +19,8 @@ Step: forward, cross-entropy, backward, clip_grad_norm(0.5), AdamW at vocab 3000
   ours        ResNetBK at its defaults (causal, bk_grad='analytic', bk_scan='auto' = the C kernel, the loss
               by LinearCrossEntropy, AdamW fused as in train.py), and with bk_grad='autograd' (the chunked form) or
               use_mixed_precision=True.
-Variants run interleaved (round-robin); the median wall time and the median CPU time of the process are reported.
+Variants run in rounds, round-robin by default (--block 1) or in blocks of calls (--block K, the steady state;
+see bench()); the median wall time and the median CPU time of the process are reported.
 On a shared machine the CPU time is the steadier measure (at --threads 1 it excludes time spent descheduled).
 """
 import argparse
@@ -89,8 +90,14 @@ def step_variants(device, B=16, N=128, V=30000):
     return out
 
 
-def bench(variants, reps, device, warmup=1):
-    """Round-robin timing: returns name -> (median wall seconds, median CPU seconds of this process)."""
+def bench(variants, reps, device, block=1, warmup=1):
+    """
+    Timing in rounds: each round runs every variant `block` times in a row (round-robin for block=1), which spreads
+    machine drift over all variants alike. With block > 1 only the calls after the first of each block are timed,
+    so each timed call follows a call of the same variant, as in training (the steady state); with block=1 each
+    call follows a different variant's (the seed's big buffers and cache contents are still around).
+    Returns name -> (median wall seconds, median CPU seconds of this process).
+    """
     sync = torch.cuda.synchronize if device.startswith('cuda') else (lambda: None)
     for fn in variants.values():
         for _ in range(warmup):
@@ -98,12 +105,14 @@ def bench(variants, reps, device, warmup=1):
     wall, cpu = {k: [] for k in variants}, {k: [] for k in variants}
     for _ in range(reps):
         for name, fn in variants.items():
-            sync()
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn()
-            sync()
-            wall[name].append(time.perf_counter() - t0)
-            cpu[name].append(time.process_time() - c0)
+            for i in range(block):
+                sync()
+                t0, c0 = time.perf_counter(), time.process_time()
+                fn()
+                sync()
+                if block == 1 or i > 0:
+                    wall[name].append(time.perf_counter() - t0)
+                    cpu[name].append(time.process_time() - c0)
     return {k: (statistics.median(wall[k]), statistics.median(cpu[k])) for k in variants}
 
 
@@ -119,24 +128,30 @@ def main():
     p.add_argument('--what', default='core,step', help="comma list of: core, step")
     p.add_argument('--lengths', default='128,512,2048', help="core sequence lengths")
     p.add_argument('--batch', type=int, default=16)
-    p.add_argument('--reps', type=int, default=5)
+    p.add_argument('--reps', type=int, default=5, help="rounds")
+    p.add_argument('--block', type=int, default=1, help="calls of a variant in a row per round (see bench())")
     p.add_argument('--threads', type=int, default=2)
     p.add_argument('--device', default='cpu', help="cpu or cuda (on a GPU the CPU time is not meaningful)")
     p.add_argument('--json', default='', help="also write the results to this file")
     args = p.parse_args()
+    if args.reps < 1 or args.block < 1:
+        p.error("--reps and --block must be >= 1")
     torch.set_num_threads(args.threads)
     result = {'threads': args.threads, 'batch': args.batch, 'device': args.device, 'torch': torch.__version__,
+              'reps': args.reps, 'block': args.block,
               'core': {}, 'step': {}}
     what = args.what.split(',')
     if 'core' in what:
-        print(f"BK-Core forward+backward, B={args.batch}, median of {args.reps}, ms (speed-up vs seed)")
+        print(f"BK-Core forward+backward, B={args.batch}, {args.reps} rounds x block {args.block}, median ms "
+              f"(speed-up vs seed)")
         for N in [int(n) for n in args.lengths.split(',')]:
-            t = bench(core_variants(args.batch, N, args.device), args.reps, args.device)
+            t = bench(core_variants(args.batch, N, args.device), args.reps, args.device, args.block)
             result['core'][N] = {k: {'wall_ms': w * 1000, 'cpu_ms': c * 1000} for k, (w, c) in t.items()}
             print(f"  N={N}\n" + report(t, '%8.2f'), flush=True)
     if 'step' in what:
-        print(f"training step, vocab 30000, B=16, N=128, median of {args.reps}, ms (speed-up vs seed)")
-        t = bench(step_variants(args.device), args.reps, args.device)
+        print(f"training step, vocab 30000, B=16, N=128, {args.reps} rounds x block {args.block}, median ms "
+              f"(speed-up vs seed)")
+        t = bench(step_variants(args.device), args.reps, args.device, args.block)
         result['step'] = {k: {'wall_ms': w * 1000, 'cpu_ms': c * 1000} for k, (w, c) in t.items()}
         print(report(t, '%8.1f'), flush=True)
     if args.json:
