@@ -10,7 +10,7 @@ Core: forward + backward of v (B, N) -> features [Re G, Im G] (B, N, 2) with a r
               note it returns zeros for N >= ~1000, where theta/phi overflow)
   seq/autograd     our causal recurrence, sequential loop (N steps), autograd through it
   scan/autograd    the log-depth Hillis-Steele scan (log2 N steps), autograd through it
-  chunk/autograd   the two-level chunked recurrence (~3 sqrt(N) steps; bk_scan='auto' on a CPU without a C compiler)
+  chunk/autograd   the two-level chunked recurrence (~3 sqrt(N) steps; 'auto' on a CPU for bk_grad='autograd')
   */analytic       the same forwards with the exact O(N) backward (BKCausalAnalytic) in the same form
   c/analytic       the sequential loops as a C kernel (bk_kernel.py; bk_scan='auto' on a CPU), CPU only
 Step: forward, cross-entropy, backward, clip_grad_norm(0.5), AdamW at vocab 30000, batch 16, 128 positions,

@@ -16,7 +16,7 @@ def test_equals_unfused_loss_and_gradients(with_bias):
     b = torch.randn(5000, generator=g, requires_grad=True)
     y = torch.randint(0, 5000, (300,), generator=g)
     y[::7] = -1
-    for rows in (300, 40):            # V = 5000: one chunk of 419 rows; V = 2**17: chunks of 16 rows, 3 of them
+    for rows in (300, 40):            # V = 5000: one chunk (838 rows); V = 2**17: chunks of 32 rows, 2 of them
         WW = W if rows == 300 else torch.randn(2 ** 17, 8, generator=g, requires_grad=True)
         bb = b if rows == 300 else torch.zeros(2 ** 17, requires_grad=True)
         bb = bb if with_bias else None
@@ -32,6 +32,24 @@ def test_equals_unfused_loss_and_gradients(with_bias):
     b = b if with_bias else None
     loss16 = LinearCrossEntropy.apply(h, W, b, y, torch.bfloat16)
     assert abs(loss16.item() - F.cross_entropy(F.linear(h, W, b), y, ignore_index=-1).item()) < 0.05
+
+
+def test_bf16_matmuls_over_several_chunks_are_close_to_float32():
+    # the chunks share one logits buffer (and, in bf16, one bf16 buffer): a chunk reading another's values would
+    # be far off, not bf16-rounding close
+    g = torch.Generator().manual_seed(2)
+    h = torch.randn(70, 8, generator=g, requires_grad=True)
+    W = (torch.randn(2 ** 17, 8, generator=g) * 0.3).requires_grad_()
+    b = torch.randn(2 ** 17, generator=g, requires_grad=True)
+    y = torch.randint(0, 2 ** 17, (70,), generator=g)
+    y[::5] = -1
+    ref = F.cross_entropy(F.linear(h, W, b), y, ignore_index=-1)
+    ref_grads = torch.autograd.grad(ref, (h, W, b))
+    loss = LinearCrossEntropy.apply(h, W, b, y, torch.bfloat16)          # 3 chunks of 32, 32, 6 rows
+    grads = torch.autograd.grad(loss, (h, W, b))
+    assert abs(loss.item() - ref.item()) < 0.02
+    for a, r in zip(grads, ref_grads):
+        assert a.dtype == torch.float32 and (a - r).abs().max() < 0.02 * r.abs().max()
 
 
 def test_matmul_dtype_follows_autocast():

@@ -209,6 +209,27 @@ def test_c_kernel_is_the_cpu_default_and_refuses_autograd():
         bk_kernel.bk_causal(torch.zeros(1, 3, dtype=torch.complex64, device='meta'))
 
 
+@needs_cc
+def test_c_kernel_reads_values_not_memory():
+    # lazy conj / neg views and non-contiguous inputs hold other numbers in memory than they stand for
+    s = ((rand_v(3, 40) - 2.0) - 1j).conj()                          # conj bit set
+    g0 = torch.complex(torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64))
+    keep = torch.rand(40, 3, generator=torch.Generator().manual_seed(5)).t() > 0.3     # non-contiguous
+    for s_, g0_ in ((s, g0.conj()), (torch._neg_view(s), g0), (torch.cat([s, s], 1)[:, ::2], None)):
+        ref = bk.bk_causal_sequential(s_.resolve_conj().resolve_neg(), g0_, keep)
+        assert (bk_kernel.bk_causal(s_, g0_, keep) - ref).abs().max() < 1e-13
+    coef = torch.rand(3, 40, dtype=torch.complex128).conj()
+    x = torch._neg_view(torch.randn(3, 40, dtype=torch.complex128))
+    ref = bk.linear_recurrence_sequential(coef.resolve_conj(), x.resolve_neg())
+    assert (bk_kernel.linear_recurrence(coef, x) - ref).abs().max() < 1e-13
+    for args, text in (((s, g0[:1]), "g0 must have shape"), ((s, None, keep[:1]), "keep must be a bool"),
+                       ((s, None, keep.long()), "keep must be a bool")):
+        with pytest.raises(ValueError, match=text):
+            bk_kernel.bk_causal(*args)
+    with pytest.raises(ValueError, match="coef must have the shape"):
+        bk_kernel.linear_recurrence(coef[:1], x)
+
+
 def test_c_kernel_without_compiler_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setattr(bk_kernel, '_lib', None)
     monkeypatch.setattr(bk_kernel, '_available', None)
@@ -219,8 +240,11 @@ def test_c_kernel_without_compiler_is_a_clear_error(tmp_path, monkeypatch):
     assert not bk_kernel.available()
     with pytest.raises(SystemExit, match="could not build its C kernel"):
         small(bk_scan='c')
-    v = rand_v(2, 20)                             # 'auto' falls back to the chunked form
-    assert (bk.bk_core(v) - bk.bk_causal_sequential((v - 2.0) - 1j)).abs().max() < 1e-12
+    calls = []                                    # 'auto' falls back to the chunked form
+    chunked = bk.SCANS['chunked']
+    monkeypatch.setitem(bk.SCANS, 'chunked', (lambda *a: calls.append(1) or chunked[0](*a), chunked[1]))
+    v = rand_v(2, 20)
+    assert (bk.bk_core(v) - bk.bk_causal_sequential((v - 2.0) - 1j)).abs().max() < 1e-12 and calls
 
 
 def test_bk_core_float32_under_autocast_and_bad_args():
