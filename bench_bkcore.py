@@ -136,15 +136,23 @@ def main():
     args = p.parse_args()
     if args.reps < 1 or args.block < 1:
         p.error("--reps and --block must be >= 1")
+    what = args.what.split(',')
+    if not what or set(what) - {'core', 'step'}:
+        p.error(f"--what takes a comma list of core, step; got {args.what!r}")
+    try:
+        lengths = [int(n) for n in args.lengths.split(',')]
+    except ValueError:
+        p.error(f"--lengths takes a comma list of integers; got {args.lengths!r}")
+    if min(lengths) < 1:
+        p.error("--lengths must be >= 1")
     torch.set_num_threads(args.threads)
     result = {'threads': args.threads, 'batch': args.batch, 'device': args.device, 'torch': torch.__version__,
               'reps': args.reps, 'block': args.block,
               'core': {}, 'step': {}}
-    what = args.what.split(',')
     if 'core' in what:
         print(f"BK-Core forward+backward, B={args.batch}, {args.reps} rounds x block {args.block}, median ms "
               f"(speed-up vs seed)")
-        for N in [int(n) for n in args.lengths.split(',')]:
+        for N in lengths:
             t = bench(core_variants(args.batch, N, args.device), args.reps, args.device, args.block)
             result['core'][N] = {k: {'wall_ms': w * 1000, 'cpu_ms': c * 1000} for k, (w, c) in t.items()}
             print(f"  N={N}\n" + report(t, '%8.2f'), flush=True)

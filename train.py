@@ -140,9 +140,14 @@ def log(*args):
 data_dir = dataset if os.path.isdir(dataset) else os.path.join('data', dataset)
 if not os.path.isfile(os.path.join(data_dir, 'meta.json')):
     name, _, tok = os.path.basename(dataset.rstrip('/')).partition('-')
-    hint = f"python prepare.py {name} --tokenizer {'word' if tok.startswith('word') else tok or 'gpt2'}"
-    raise SystemExit(f"error: dataset {dataset!r} not found ({data_dir}/meta.json is missing); "
-                     f"make it with `{hint}` (see README)")
+    if name in ('wikitext2', 'wikitext103', 'dailydialog') and tok == 'gpt2':
+        hint = f"make it with `python prepare.py {name}`"
+    elif name in ('wikitext2', 'wikitext103', 'dailydialog') and tok[4:].isdigit() and tok.startswith('word'):
+        hint = (f"make it with `python prepare.py {name} --tokenizer word --vocab_size {tok[4:]}` and the options "
+                f"of its config (README, Data)")
+    else:
+        hint = "prepare.py writes data/<wikitext2|wikitext103|dailydialog>-<gpt2|word<K>> (README, Data)"
+    raise SystemExit(f"error: dataset {dataset!r} not found ({data_dir}/meta.json is missing); {hint}")
 with open(os.path.join(data_dir, 'meta.json')) as f:
     meta = json.load(f)
 

@@ -39,9 +39,11 @@ def test_field_of_another_model_is_an_error(data):
 
 
 def test_missing_dataset_names_the_prepare_command(tmp_path):
-    p = run('train.py', f'--dataset={tmp_path}/wikitext2-word1000', check=False)
-    assert p.returncode != 0 and 'python prepare.py wikitext2 --tokenizer word' in p.stderr
-    assert 'Traceback' not in p.stderr
+    for name, text in (('wikitext2-word1000', 'python prepare.py wikitext2 --tokenizer word --vocab_size 1000`'),
+                       ('dailydialog-gpt2', 'python prepare.py dailydialog`'),
+                       ('nosuchdata', 'prepare.py writes data/<wikitext2|wikitext103|dailydialog>-<gpt2|word<K>>')):
+        p = run('train.py', f'--dataset={tmp_path}/{name}', check=False)
+        assert p.returncode != 0 and text in p.stderr and 'Traceback' not in p.stderr
 
 
 def test_resume_is_exact(data, tmp_path):
