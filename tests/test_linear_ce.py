@@ -34,6 +34,23 @@ def test_equals_unfused_loss_and_gradients(with_bias):
     assert abs(loss16.item() - F.cross_entropy(F.linear(h, W, b), y, ignore_index=-1).item()) < 0.05
 
 
+def test_hopeless_targets_keep_an_exact_loss():
+    # a target ~200 nats below the best logit has softmax probability 0 in float32; its loss comes from the logits
+    g = torch.Generator().manual_seed(3)
+    h = torch.randn(6, 4, generator=g, requires_grad=True)
+    W = torch.randn(50, 4, generator=g)
+    W[7] = -60 * h.detach()[2] / h.detach()[2].norm() ** 2 * 3       # logit of class 7 for row 2: about -180
+    W.requires_grad_()
+    y = torch.tensor([1, 2, 7, 3, -1, 7])
+    ref = F.cross_entropy(F.linear(h, W), y, ignore_index=-1)
+    ref_grads = torch.autograd.grad(ref, (h, W))
+    loss = linear_cross_entropy(h, W, None, y)
+    grads = torch.autograd.grad(loss, (h, W))
+    assert ref.item() > 30 and abs(loss.item() - ref.item()) < 1e-5 * ref.item()
+    for a, r in zip(grads, ref_grads):
+        assert (a - r).abs().max() < 1e-5
+
+
 def test_bf16_matmuls_over_several_chunks_are_close_to_float32():
     # the chunks share one logits buffer (and, in bf16, one bf16 buffer): a chunk reading another's values would
     # be far off, not bf16-rounding close
