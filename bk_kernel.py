@@ -127,7 +127,9 @@ def _suffix(t):
 
 
 def _plain(t, dtype=None):
-    """A detached, contiguous tensor whose memory holds its values (PyTorch's lazy conj/neg views resolved)."""
+    """A detached, contiguous CPU tensor whose memory holds its values (PyTorch's lazy conj/neg views resolved)."""
+    if t.device.type != 'cpu':
+        raise ValueError(f"bk_scan='c' runs on the CPU only, got a tensor on {t.device}")
     t = t.detach() if dtype is None else t.detach().to(dtype)
     return t.resolve_conj().resolve_neg().contiguous()
 
@@ -147,7 +149,7 @@ def bk_causal(s, g0=None, keep=None):
     s = _plain(s)
     g = torch.empty_like(s)
     g0 = None if g0 is None else _plain(g0, s.dtype)
-    keep = None if keep is None else keep.contiguous().view(torch.uint8)
+    keep = None if keep is None else _plain(keep).view(torch.uint8)
     getattr(lib, f'bk_causal_{suffix}')(s.data_ptr(), None if g0 is None else g0.data_ptr(),
                                         None if keep is None else keep.data_ptr(), g.data_ptr(), B, N)
     return g

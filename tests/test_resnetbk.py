@@ -228,6 +228,8 @@ def test_c_kernel_reads_values_not_memory():
             bk_kernel.bk_causal(*args)
     with pytest.raises(ValueError, match="coef must have the shape"):
         bk_kernel.linear_recurrence(coef[:1], x)
+    with pytest.raises(ValueError, match="CPU only"):
+        bk_kernel.bk_causal(s, g0.to('meta'))
 
 
 def test_c_kernel_without_compiler_is_a_clear_error(tmp_path, monkeypatch):
