@@ -323,7 +323,7 @@ def bk_core(v, causal=True, grad='analytic', scan='auto', g0=None, keep=None, z=
     scan: 'sequential' (N steps), 'parallel' (log2 N steps of the Hillis-Steele scan, O(N log N) work),
       'chunked' (~3 sqrt(N) steps, O(N) work), 'c' (the sequential loops as a C kernel, bk_kernel.py; CPU only,
       no autograd graph). 'auto' on a CPU = 'c' when the kernel builds (a C compiler is present) and grad is not
-      'autograd', else 'chunked' (bench_bkcore.py, B=16, 1 thread: 0.29 vs 0.70 ms at N=128, 0.80 vs 2.99 ms
+      'autograd', else 'chunked' (bench_bkcore.py, B=16, 1 thread: 0.33 vs 0.77 ms at N=128, 0.80 vs 2.95 ms
       at N=2048); on a GPU 'chunked' below N = 1024 and 'parallel' from there (H100, B=16, forward+backward with the
       analytic gradient: 2.9 vs 4.9 ms at N=128, 6.9 vs 9.7 ms at N=4096).
     g0 (B,) complex, keep (B, N) bool: carried state and skip mask of the causal chain (see bk_causal_sequential).
