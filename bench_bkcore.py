@@ -137,7 +137,7 @@ def main():
     if args.reps < 1 or args.block < 1:
         p.error("--reps and --block must be >= 1")
     what = args.what.split(',')
-    if not what or set(what) - {'core', 'step'}:
+    if set(what) - {'core', 'step'}:
         p.error(f"--what takes a comma list of core, step; got {args.what!r}")
     try:
         lengths = [int(n) for n in args.lengths.split(',')]

@@ -119,8 +119,6 @@ def available():
 
 
 def _suffix(t):
-    if t.device.type != 'cpu':
-        raise ValueError(f"bk_scan='c' runs on the CPU only, got a tensor on {t.device}")
     if t.dtype not in (torch.complex64, torch.complex128):
         raise ValueError(f"bk_scan='c' needs complex64 or complex128, got {t.dtype}")
     return 'c64' if t.dtype == torch.complex64 else 'c128'

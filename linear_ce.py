@@ -51,9 +51,12 @@ class LinearCrossEntropy(torch.autograd.Function):
                     torch.addmm(bm, hc, Wm.t(), out=out)
                 e = out if out.dtype == torch.float32 else buf[:m].copy_(out)          # logits (m, V)
                 p = torch.ops.aten._softmax.out(e, 1, False, out=buf_p[:m])          # one fused pass
-                nll = -torch.log(p.gather(1, yi))                                     # lse - logit[y]
-                tiny = p.gather(1, yi) < 1e-30            # p[y] underflowed: take those rows from the logits
-                if tiny.any():
+                p_y = p.gather(1, yi)
+                nll = -torch.log(p_y)                                                 # lse - logit[y]
+                tiny = p_y < 1e-30                        # p[y] underflowed: take those rows from the logits
+                if e.device.type != 'cpu':                # no host sync per chunk: a read of the logits instead
+                    nll = torch.where(tiny, torch.logsumexp(e, 1, keepdim=True) - e.gather(1, yi), nll)
+                elif tiny.any():
                     rows = tiny.squeeze(1)
                     nll[rows] = torch.logsumexp(e[rows], 1, keepdim=True) - e[rows].gather(1, yi[rows])
                 total += (nll * valid).sum()

@@ -1,5 +1,6 @@
 """ResNet-BK: the BK-Core against dense inverses, its scan and analytic backward, the seed reference, the model."""
 import os
+import shlex
 import shutil
 
 import pytest
@@ -10,6 +11,7 @@ import model_resnetbk as bk
 import seed_reference as seed
 
 SCANS = ('sequential', 'parallel', 'chunked')
+HAS_CC = shutil.which(shlex.split(os.environ.get('CC', 'cc'))[0]) is not None    # bk_kernel.py's compiler
 
 
 def dense_resolvent(v, n):
@@ -124,7 +126,7 @@ def test_carried_state_continues_the_chain():
         assert (gk[b, keep[b]] - bk.bk_causal_sequential(kept)[0]).abs().max() < 1e-13
 
 
-@pytest.mark.parametrize("scan", SCANS + (('c',) if shutil.which(os.environ.get('CC', 'cc')) else ()))
+@pytest.mark.parametrize("scan", SCANS + (('c',) if HAS_CC else ()))
 def test_analytic_backward_gradcheck(scan):
     v = rand_v(2, 9)
     s = ((v - 2.0) - 1j).requires_grad_()
@@ -167,7 +169,7 @@ def test_seed_backward_matches_seed_reference():
     assert (gr_ours - gr_seed).abs().max() < 1e-4 * gr_seed.abs().max()
 
 
-needs_cc = pytest.mark.skipif(shutil.which(os.environ.get('CC', 'cc')) is None, reason="no C compiler")
+needs_cc = pytest.mark.skipif(not HAS_CC, reason="no C compiler")
 
 
 @needs_cc
