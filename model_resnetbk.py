@@ -25,6 +25,7 @@ This is the seed model of ../shared/SEEDS.md §2 (4,146,120 parameters at its co
 default, exact gradients, a router that learns, any length <= block_size, and its optimisation flags made real.
 """
 import math
+from collections import namedtuple
 from dataclasses import dataclass
 
 import torch
@@ -41,8 +42,7 @@ BK_Z = 1j  # the spectral shift z of the seed; |g| <= 1/Im z keeps every value b
 # ----------------------------------------------------------------------------------------------------------------
 # BK-Core: the causal recurrence three ways (sequential loop, log-depth scan, two-level chunks; the loop also in C),
 # its exact O(N) backward, the seed's non-causal full diagonal, and the seed's (wrong) backward for reproduction.
-# Speed (bench_bkcore.py, B=16, forward+backward, analytic gradient): on a CPU the loop in C (bk_kernel.py), else
-# the chunked form; on a GPU the log-depth scan from N ~ 1000; see bk_core for the automatic choice.
+# bk_core picks the form (bk_scan='auto'); bench_bkcore.py times them, results/ and the README hold the numbers.
 
 def bk_causal_sequential(s, g0=None, keep=None):
     """
@@ -131,7 +131,8 @@ def bk_causal_chunked(s, g0=None, keep=None):
     B, N = s.shape
     max_s = 2 ** 0.5 * torch.view_as_real(s).abs().amax().item() if N else 0.0      # >= max|s|, cheaper
     limit = 1e30 if s.dtype == torch.complex64 else 1e290
-    K = _chunk_len(N, int(math.log(limit) / math.log(max_s + 1.0)))
+    # a NaN/inf in s leaves K uncapped: the output is then non-finite, as from the other forms, not an exception
+    K = _chunk_len(N, int(math.log(limit) / math.log(max_s + 1.0)) if math.isfinite(max_s) else None)
     C = -(-N // K)
     pad = C * K - N
     if pad:                                   # padding at the end changes nothing before it
@@ -212,11 +213,23 @@ def linear_recurrence_chunked(coef, x):
     return torch.addcmul(Y, P, y_in).reshape(B, C * K)[:, :N]
 
 
-# scan name -> (causal BK recurrence, linear recurrence of its adjoint)
-SCANS = {'sequential': (bk_causal_sequential, linear_recurrence_sequential),
-         'parallel': (bk_causal_scan, linear_recurrence_scan),
-         'chunked': (bk_causal_chunked, linear_recurrence_chunked),
-         'c': (bk_kernel.bk_causal, bk_kernel.linear_recurrence)}          # the sequential loops in C, CPU only
+# scan name -> the form of the causal BK recurrence and of the linear recurrence of its adjoint (the backward)
+Scan = namedtuple('Scan', 'bk adjoint')
+SCANS = {'sequential': Scan(bk_causal_sequential, linear_recurrence_sequential),
+         'parallel': Scan(bk_causal_scan, linear_recurrence_scan),
+         'chunked': Scan(bk_causal_chunked, linear_recurrence_chunked),
+         'c': Scan(bk_kernel.bk_causal, bk_kernel.linear_recurrence)}      # the sequential loops in C, CPU only
+GRADS = ('autograd', 'analytic', 'seed')
+
+
+def check_bk_options(grad, scan):
+    """Raise ValueError unless (bk_grad, bk_scan) is a valid pair; the one check for bk_core and ResNetBK."""
+    if scan not in ('auto',) + tuple(SCANS):
+        raise ValueError(f"bk_scan must be 'auto', {', '.join(map(repr, SCANS))}, not {scan!r}")
+    if grad not in GRADS:
+        raise ValueError(f"bk_grad must be {', '.join(map(repr, GRADS))}, not {grad!r}")
+    if scan == 'c' and grad == 'autograd':
+        raise ValueError("bk_scan='c' has no autograd graph: use bk_grad='analytic' (or 'seed')")
 
 
 class BKCausalAnalytic(torch.autograd.Function):
@@ -242,7 +255,7 @@ class BKCausalAnalytic(torch.autograd.Function):
     def forward(ctx, s, g0, keep, scan, z=None):
         if z is not None:
             s = (s - 2.0) - z
-        g = SCANS[scan][0](s, g0, keep)
+        g = SCANS[scan].bk(s, g0, keep)
         ctx.save_for_backward(g, keep)
         ctx.scan, ctx.has_g0, ctx.real_input = scan, g0 is not None, z is not None
         return g
@@ -254,7 +267,7 @@ class BKCausalAnalytic(torch.autograd.Function):
         dg_dprev = g2 if keep is None else torch.where(keep, g2, torch.ones_like(g))    # c_i = dg_i/dg_{i-1}
         # reverse-time recurrence lam_i = grad_i + conj(c_{i+1}) lam_{i+1}, run forward on flipped sequences
         coef = torch.cat([dg_dprev[:, 1:].conj(), torch.zeros_like(g[:, :1])], 1).flip(1)
-        lam = SCANS[ctx.scan][1](coef, grad_g.flip(1)).flip(1)
+        lam = SCANS[ctx.scan].adjoint(coef, grad_g.flip(1)).flip(1)
         grad_s = -g2.conj() * lam
         if keep is not None:
             grad_s = torch.where(keep, grad_s, torch.zeros_like(grad_s))
@@ -323,18 +336,12 @@ def bk_core(v, causal=True, grad='analytic', scan='auto', g0=None, keep=None, z=
     scan: 'sequential' (N steps), 'parallel' (log2 N steps of the Hillis-Steele scan, O(N log N) work),
       'chunked' (~3 sqrt(N) steps, O(N) work), 'c' (the sequential loops as a C kernel, bk_kernel.py; CPU only,
       no autograd graph). 'auto' on a CPU = 'c' when the kernel builds (a C compiler is present) and grad is not
-      'autograd', else 'chunked' (bench_bkcore.py, B=16, 1 thread: 0.33 vs 0.77 ms at N=128, 0.80 vs 2.95 ms
-      at N=2048); on a GPU 'chunked' below N = 1024 and 'parallel' from there (H100, B=16, forward+backward with the
-      analytic gradient: 2.9 vs 4.9 ms at N=128, 6.9 vs 9.7 ms at N=4096).
+      'autograd', else 'chunked'; on a GPU 'chunked' below N = 1024 and 'parallel' from there (the fastest forms in
+      bench_bkcore.py; its numbers are in results/ and the README).
     g0 (B,) complex, keep (B, N) bool: carried state and skip mask of the causal chain (see bk_causal_sequential).
     returns g (B, N) complex.
     """
-    if scan not in ('auto',) + tuple(SCANS):
-        raise ValueError(f"bk_scan must be 'auto', {', '.join(map(repr, SCANS))}, got {scan!r}")
-    if grad not in ('autograd', 'analytic', 'seed'):
-        raise ValueError(f"bk_grad must be 'autograd', 'analytic' or 'seed', got {grad!r}")
-    if scan == 'c' and grad == 'autograd':
-        raise ValueError("bk_scan='c' has no autograd graph: use bk_grad='analytic' (or 'seed')")
+    check_bk_options(grad, scan)
     if not causal and (g0 is not None or keep is not None):
         raise ValueError("the non-causal BK-Core has no carried state or skip mask")
     if scan == 'auto' and v.device.type != 'cpu':
@@ -347,7 +354,7 @@ def bk_core(v, causal=True, grad='analytic', scan='auto', g0=None, keep=None, z=
         def causal_fn(s_, g0_=None, keep_=None):
             if grad == 'analytic':
                 return BKCausalAnalytic.apply(s_, g0_, keep_, scan)
-            return SCANS[scan][0](s_, g0_, keep_)
+            return SCANS[scan].bk(s_, g0_, keep_)
 
         def compute(v_):
             if causal and grad == 'analytic':
@@ -439,7 +446,7 @@ class BKLayer(nn.Module):
     to the target. What this saves: nothing here. The skipped positions still cost a step of the chain (a masked
     step in the loop or an identity matrix in the scan), and the mask and interpolator add work. A compacted chain
     (gather kept positions, run, scatter) would cut the BK-Core's own cost by the skipped fraction, but the BK-Core
-    is ~1% of a training step at the seed config (lm_head is ~97% of the FLOPs), so it is not implemented.
+    is a small part of a training step at the seed config (lm_head holds ~97% of the FLOPs), so it is not implemented.
     The flag changes what the model computes (a learned, input-dependent sparse chain), not its speed.
     """
 
@@ -499,7 +506,7 @@ class Block(nn.Module):
         y = BKLayer_coarse(c)                        (its own MoE and BK chain over the pairs, causal)
         u_t += Up(y_{j(t)})[parity of t],  j(t) = (t+1)//2 - 1   (the last pair complete at t; zeros before the first)
     Up = Linear(D, 2D), one D-vector per parity. Position t only uses pairs that end at or before t: causal.
-    Cost: one more BK layer at half the positions, ~+50% of the layer work (~1-2% of a step at the seed config);
+    Cost: one more BK layer at half the positions, ~+50% of the layer work (not of the step: lm_head dominates);
     it buys a second chain whose steps span two tokens, not speed (the seed's "~2x speedup" cannot hold for a
     design that still runs the full-resolution layer).
     """
@@ -570,21 +577,18 @@ class ResNetBK(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        for name, allowed in (('bk_grad', ('autograd', 'analytic', 'seed')),
-                              ('bk_scan', ('auto',) + tuple(SCANS)), ('router', ('softmax', 'seed'))):
-            if getattr(config, name) not in allowed:
-                raise SystemExit(f"error: {name} must be one of {', '.join(allowed)}, not {getattr(config, name)!r}")
+        check_bk_options(config.bk_grad, config.bk_scan)
+        if config.router not in ('softmax', 'seed'):
+            raise ValueError(f"router must be 'softmax' or 'seed', not {config.router!r}")
         if not 1 <= config.top_k <= config.n_experts:
-            raise SystemExit(f"error: top_k must be between 1 and n_experts={config.n_experts}, not {config.top_k}")
+            raise ValueError(f"top_k must be between 1 and n_experts={config.n_experts}, not {config.top_k}")
         if config.bk_scan == 'c':
-            if config.bk_grad == 'autograd':
-                raise SystemExit("error: bk_scan='c' has no autograd graph: use bk_grad='analytic' (or 'seed')")
             try:
                 bk_kernel.load()
             except RuntimeError as e:
-                raise SystemExit(f"error: {e}") from None
+                raise ValueError(str(e)) from None
         if config.use_sparse_bk and not config.bk_causal:
-            raise SystemExit("error: use_sparse_bk needs bk_causal=True (the seed's full diagonal has no chain to skip)")
+            raise ValueError("use_sparse_bk needs bk_causal=True (the seed's full diagonal has no chain to skip)")
         self.config = config
         D = config.n_embd
         self.wte = nn.Embedding(config.vocab_size, D)
