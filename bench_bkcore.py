@@ -18,7 +18,7 @@ Step: forward, cross-entropy, backward, clip_grad_norm(0.5), AdamW at vocab 3000
   seed        seed_reference.SeedResNetBK (non-causal theta/phi BK, its MoE loop)
   ours        ResNetBK at its defaults (causal, bk_grad='analytic', bk_scan='auto' = the C kernel, the loss
               by LinearCrossEntropy, AdamW fused as in train.py), and with bk_grad='autograd' (the chunked form) or
-              use_mixed_precision=True.
+              under bf16 autocast (mixed_precision: the seed's use_mixed_precision, train.py's dtype='bfloat16').
 Variants run in rounds, round-robin by default (--block 1) or in blocks of calls (--block K, the steady state;
 see bench()); the median wall time and the median CPU time of the process are reported.
 On a shared machine the CPU time is the steadier measure (at --threads 1 it excludes time spent descheduled).
@@ -84,9 +84,15 @@ def step_variants(device, B=16, N=128, V=30000):
     torch.manual_seed(0)
     out = {'seed': make(seed.SeedResNetBK(vocab_size=V, block_size=N).to(device), True)}
     for name, kw in (('ours', {}), ('ours/autograd', dict(bk_grad='autograd')),
-                     ('ours/mixed_precision', dict(use_mixed_precision=True))):
+                     ('ours/mixed_precision', {})):
         torch.manual_seed(0)
         out[name] = make(bk.ResNetBK(bk.ResNetBKConfig(vocab_size=V, block_size=N, **kw)).to(device), False)
+    fp32_step = out['ours/mixed_precision']
+
+    def mixed_precision_step():         # the seed's use_mixed_precision: the step under bf16 autocast
+        with torch.autocast(torch.device(device).type, dtype=torch.bfloat16):
+            fp32_step()
+    out['ours/mixed_precision'] = mixed_precision_step
     return out
 
 

@@ -23,6 +23,14 @@ BK-Core. With s_i = a_i - z on the diagonal and 1 on both off-diagonals:
 
 This is the seed model of ../shared/SEEDS.md §2 (4,146,120 parameters at its config) with its bugs fixed: causal by
 default, exact gradients, a router that learns, any length <= block_size, and its optimisation flags made real.
+
+Reproduction only. Three options bring back one seed bug each; they exist to rerun the seed, not to train with:
+    bk_causal=False   the full resolvent diagonal: position i depends on every token after it, its own target
+                      included, so the training loss reads the answer (SEEDS.md bug 1)
+    bk_grad='seed'    the seed's BK-Core backward: diagonal terms only, the wrong conjugate and an ad-hoc blended
+                      inverse term, far from the true gradient (bug 3)
+    router='seed'     the gate is a softmax over the chosen logits only, exactly 1 at top_k=1, so the router gets
+                      no gradient and never learns; no balance loss either, the seed had none (bug 4)
 """
 import math
 from collections import namedtuple
@@ -384,8 +392,8 @@ class ResNetBKConfig:
     bk_scan: str = 'auto'         # 'auto' | 'sequential' | 'parallel' (log-depth scan) | 'chunked' (two-level) | 'c'
     router: str = 'softmax'       # 'softmax': gate = router probability of the chosen expert (learns);
                                   # 'seed': softmax over the chosen logits only (a constant 1 at top_k=1)
-    balance_loss: float = 0.01    # Switch load-balancing loss coefficient (training loss only); 0 = off
-    use_mixed_precision: bool = False   # autocast (bf16) for the dense parts; the BK-Core stays float32/complex64
+    balance_loss: float = 0.01    # Switch load-balancing loss coefficient (training loss only); 0 = off; none with
+                                  # router='seed' (the seed had none, and it would teach the router)
     use_act: bool = False         # adaptive computation time over the blocks, ponder cost in the training loss
     act_threshold: float = 0.99   # a token halts once its cumulative halting probability reaches this
     act_ponder_cost: float = 0.01
@@ -395,13 +403,18 @@ class ResNetBKConfig:
     sparse_bk_loss: float = 0.1   # coefficient of (mean mask probability - target)^2 in the training loss
 
 
+def add_aux(aux, name, value):
+    """aux[name] += value: the auxiliary training losses of all layers, by name."""
+    aux[name] = aux[name] + value if name in aux else value
+
+
 class MoE(nn.Module):
     """
     Mixture of experts, top-k routing. x (B, T, D) -> y (B, T, D), y_t = sum_{e in topk(r_t)} gate_{t,e} Expert_e(x_t)
     with r_t = Router(x_t) (E logits) and Expert_e = Linear(D, 2D) -> ReLU -> Dropout -> Linear(2D, D).
     router='softmax': gate_{t,e} = softmax(r_t)_e over all E experts, so the router gets gradient from the loss.
     router='seed':    gate = softmax over the k chosen logits only; at top_k=1 it is exactly 1 and the router never
-                      learns (SEEDS.md bug 4), kept to reproduce the seed.
+                      learns (reproduction only, see the module docstring).
     Each expert runs only on its tokens (gather, Linear, scatter-add). Also returns the Switch Transformer
     load-balancing loss E * sum_e f_e P_e (f_e: fraction of routed slots to e, P_e: mean router probability),
     which is 1 for a uniform router and grows as routing collapses.
@@ -463,12 +476,12 @@ class BKLayer(nn.Module):
             self.interp = nn.Conv1d(3, 2, kernel_size=3)
 
     def forward(self, u, state, aux):
-        """u (B, T, D); state None (start) or {'g': (B,) complex, 'interp': (B, 3, 2)}; aux: list that collects the
-        auxiliary training losses. -> out (B, T, D), new state."""
+        """u (B, T, D); state None (start) or {'g': (B,) complex, 'interp': (B, 3, 2)}; aux: dict name -> auxiliary
+        training loss, summed over the layers (this one adds its terms). -> out (B, T, D), new state."""
         cfg = self.config
         f, balance = self.moe(u)
-        if self.training and cfg.balance_loss > 0:
-            aux.append(cfg.balance_loss * balance)
+        if self.training and cfg.balance_loss > 0 and cfg.router != 'seed':
+            add_aux(aux, 'balance', cfg.balance_loss * balance)
         v = torch.clamp(self.v_proj(f).squeeze(-1), -3.0, 3.0)
         keep = m = None
         if cfg.use_sparse_bk:
@@ -481,7 +494,7 @@ class BKLayer(nn.Module):
             keep = soft > 0.5
             m = (keep.float() + soft - soft.detach()).unsqueeze(-1)            # straight-through (B, T, 1)
             if self.training and cfg.sparse_bk_loss > 0:
-                aux.append(cfg.sparse_bk_loss * (torch.sigmoid(logit).mean() - cfg.sparse_bk_target) ** 2)
+                add_aux(aux, 'sparsity', cfg.sparse_bk_loss * (torch.sigmoid(logit).mean() - cfg.sparse_bk_target) ** 2)
         g0 = None if state is None else state['g']
         g = bk_core(v, causal=cfg.bk_causal, grad=cfg.bk_grad, scan=cfg.bk_scan, g0=g0, keep=keep)
         new_state = {'g': g[:, -1]}
@@ -564,8 +577,9 @@ class ResNetBK(nn.Module):
     states of all positions (halted ones frozen); on dense hardware skipping single tokens saves nothing. It gives a
     learned per-token depth, not speed.
 
-    use_mixed_precision: the embeddings, blocks and head run under autocast (bfloat16, which needs no GradScaler);
-    the BK-Core always runs in float32/complex64 with autocast off (bk_core), and logits are returned as float32.
+    Precision, as GPT and New-LLM: the surrounding autocast (train.py's dtype) governs the dense parts (experts,
+    projections, head), the BK-Core always runs in float32/complex64 with autocast off (bk_core), and logits are
+    returned as float32. The seed's use_mixed_precision flag is train.py's dtype='bfloat16'.
 
     Streaming (forward_state), causal mode: the state holds, per block, the last g of its BK chain (plus the
     interpolator's last inputs with use_sparse_bk, the coarse chain, a half-finished pair and the last coarse output
@@ -600,6 +614,7 @@ class ResNetBK(nn.Module):
                 nn.init.constant_(lin.bias, -2.0)
         self.ln_f = nn.LayerNorm(D)
         self.lm_head = nn.Linear(D, config.vocab_size)
+        self.last_aux = {}        # the last forward's auxiliary losses, detached (see forward)
 
     def get_num_params(self):
         """All parameters (4,146,120 at the seed config: vocab 30000, n_embd 64, n_layer 4, block_size 128)."""
@@ -607,27 +622,23 @@ class ResNetBK(nn.Module):
 
     def _run(self, idx, states=None, pos0=0):
         """idx (B, T) at absolute positions pos0.. -> final hidden states (B, T, D) after ln_f, new block states,
-        aux losses."""
+        aux losses {name: scalar}."""
         B, T = idx.shape
-        aux = []
+        aux = {}
         states = states if states is not None else [None] * len(self.blocks)
-        amp = torch.autocast(idx.device.type, dtype=torch.bfloat16, enabled=self.config.use_mixed_precision)
-        with amp:
-            pos = (pos0 + torch.arange(T, device=idx.device)) % self.config.block_size
-            h = self.wte(idx) + self.wpe(pos)
-            new_states = []
-            if not self.config.use_act:
-                for block, st in zip(self.blocks, states):
-                    h, st = block(h, st, aux)
-                    new_states.append(st)
-            else:
-                h, new_states = self._run_act(h, states, aux)
-            h = self.ln_f(h)
-        return h, new_states, aux
+        pos = (pos0 + torch.arange(T, device=idx.device)) % self.config.block_size
+        h = self.wte(idx) + self.wpe(pos)
+        new_states = []
+        if not self.config.use_act:
+            for block, st in zip(self.blocks, states):
+                h, st = block(h, st, aux)
+                new_states.append(st)
+        else:
+            h, new_states = self._run_act(h, states, aux)
+        return self.ln_f(h), new_states, aux
 
     def _logits(self, h):
-        with torch.autocast(h.device.type, dtype=torch.bfloat16, enabled=self.config.use_mixed_precision):
-            return self.lm_head(h).float()
+        return self.lm_head(h).float()
 
     def _run_act(self, h, states, aux):
         """Adaptive computation time over the blocks (see the class docstring). h (B, T, D) -> output (B, T, D)."""
@@ -651,32 +662,36 @@ class ResNetBK(nn.Module):
             cum = cum + w
             running = running & ~halts
         if self.training and self.config.act_ponder_cost > 0:
-            aux.append(self.config.act_ponder_cost * ponder.mean())
+            add_aux(aux, 'ponder', self.config.act_ponder_cost * ponder.mean())
         return out.to(h.dtype), new_states
 
     def forward(self, idx, targets=None):
         """
         idx (B, T) int64 with T <= block_size, targets (B, T) or None -> logits (B, T, V) float32, loss.
-        Training mode: loss = mean CE (ignore_index=-1) + the auxiliary losses (balance, ponder, sparsity), and,
-        when gradients are on, the CE comes from linear_ce.py and logits is None: the (B, T, V) logits are
-        never formed (train.py only uses the loss; call model(idx) for logits). Eval mode: logits and the pure
-        mean CE.
+        Training mode: loss = mean CE (ignore_index=-1) + sum of the auxiliary losses, the total to optimise, and,
+        when gradients are on, the CE comes from linear_ce.py (its matmuls in autocast's dtype, as GPT's) and
+        logits is None: the (B, T, V) logits are never formed (train.py only uses the loss; call model(idx) for
+        logits). Eval mode: logits and the pure mean CE.
+        Every call also sets self.last_aux = {name: float32 scalar, detached} for the auxiliary losses in the loss,
+        summed over the layers and already scaled by their coefficients: 'balance' (balance_loss > 0 and
+        router='softmax'), 'ponder' (use_act), 'sparsity' (use_sparse_bk); {} in eval mode or with none on. So
+        CE = loss - sum(last_aux.values()), for logging CE beside the auxiliary terms.
         """
         T = idx.shape[1]
         if T > self.config.block_size:
             raise ValueError(f"cannot forward {T} positions, block_size is only {self.config.block_size} "
                              f"(use forward_state for longer sequences)")
         h, _, aux = self._run(idx)
+        self.last_aux = {k: v.detach().float() for k, v in aux.items()}
         if targets is not None and self.training and torch.is_grad_enabled():
-            mm_dtype = torch.bfloat16 if self.config.use_mixed_precision else None  # None: autocast's, or fp32
-            loss = linear_cross_entropy(h, self.lm_head.weight, self.lm_head.bias, targets, mm_dtype)
-            return None, loss + sum(aux) if aux else loss
+            loss = linear_cross_entropy(h, self.lm_head.weight, self.lm_head.bias, targets)
+            return None, loss + sum(aux.values()) if aux else loss
         logits = self._logits(h)
         loss = None
         if targets is not None:
             loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
             if self.training and aux:
-                loss = loss + sum(aux)
+                loss = loss + sum(aux.values())
         return logits, loss
 
     def forward_state(self, idx, state=None):

@@ -1,6 +1,7 @@
 # ResNet-BK at the seed's size (4,146,120 parameters) on WikiText-2 for a 2-core CPU: the seed's word-30000
 # case-sensitive tokenization of WikiText-2 (python prepare.py wikitext2 --tokenizer word --vocab_size 30000),
-# one epoch (1,002 steps of 2048 tokens, ~4.5 min at 2 threads here), bf16 autocast for the dense parts.
+# one epoch (1,002 steps of 2048 tokens). The run's dtype sets the dense parts' precision (the BK-Core stays
+# float32/complex64); the seed's use_mixed_precision=True is dtype='bfloat16'.
 model_type = 'resnetbk'
 dataset = 'wikitext2-word30000'
 out_dir = 'out-wt2-resnetbk'
@@ -9,7 +10,6 @@ block_size = 128
 max_epochs = 1
 max_iters = 0
 dropout = 0.1
-use_mixed_precision = True
 optimizer = 'adamw'
 learning_rate = 2e-3
 weight_decay = 0.01

@@ -275,9 +275,17 @@ def test_nan_potential_gives_nan_not_an_exception(scan, causal):
 
 # ---------------------------------------------------------------------------------------------- the model
 
-FLAGS = [{}, dict(use_mixed_precision=True), dict(use_act=True), dict(use_multi_scale=True),
+# config flags; 'bf16' = run under bf16 autocast (train.py's dtype='bfloat16', the seed's use_mixed_precision)
+FLAGS = [{}, dict(bf16=True), dict(use_act=True), dict(use_multi_scale=True),
          dict(use_sparse_bk=True), dict(bk_grad='analytic', bk_scan='parallel'),
          dict(use_act=True, use_multi_scale=True, use_sparse_bk=True, bk_grad='analytic')]
+
+
+def small_amp(flags):
+    """-> (small model with the config flags, its autocast context)."""
+    flags = dict(flags)
+    amp = torch.autocast('cpu', dtype=torch.bfloat16, enabled=flags.pop('bf16', False))
+    return small(**flags), amp
 
 
 def small(**kw):
@@ -316,13 +324,15 @@ def test_seed_mode_equals_seed_reference():
 
 @pytest.mark.parametrize("flags", FLAGS, ids=str)
 def test_causality_probe(flags):
-    m = small(**flags).eval()
+    m, amp = small_amp(flags)
+    m.eval()
     idx = tokens()
     idx2 = idx.clone()
     j = 23
     idx2[:, j] = (idx2[:, j] + 1) % 97
-    a, _ = m(idx)
-    b, _ = m(idx2)
+    with amp:
+        a, _ = m(idx)
+        b, _ = m(idx2)
     assert (a[:, :j] - b[:, :j]).abs().max() < 1e-5
     assert (a[:, j:] - b[:, j:]).abs().max() > 1e-4
 
@@ -339,13 +349,15 @@ def test_causality_probe_fails_in_seed_mode():
 
 @pytest.mark.parametrize("flags", FLAGS, ids=str)
 def test_forward_state_chunks_equal_full_forward(flags):
-    m = small(**flags).eval()
+    m, amp = small_amp(flags)
+    m.eval()
     idx = tokens(T=37)
-    full, _ = m(idx)
     outs, state = [], None
-    for a, b in ((0, 10), (10, 11), (11, 24), (24, 37)):      # odd and even splits (multi-scale pairs)
-        lo, state = m.forward_state(idx[:, a:b], state)
-        outs.append(lo)
+    with amp:
+        full, _ = m(idx)
+        for a, b in ((0, 10), (10, 11), (11, 24), (24, 37)):      # odd and even splits (multi-scale pairs)
+            lo, state = m.forward_state(idx[:, a:b], state)
+            outs.append(lo)
     assert (torch.cat(outs, 1) - full).abs().max() < 1e-4
     assert state['pos'] == 37
 
@@ -394,12 +406,14 @@ def test_any_length_up_to_block_size():
 
 def test_router_learns_only_with_softmax_gate():
     idx = tokens()
-    for router, learns in (('softmax', True), ('seed', False)):
-        m = small(router=router, balance_loss=0.0)
+    for router, balance_loss, learns in (('softmax', 0.0, True), ('softmax', 0.01, True), ('seed', 0.01, False)):
+        m = small(router=router, balance_loss=balance_loss)     # 0.01 = the default: no balance loss in seed mode
         _, loss = m(idx, idx)
         loss.backward()
-        w = m.blocks[0].layer.moe.router.weight.grad
-        assert (w is not None and w.abs().max() > 0) == learns, router
+        for blk in m.blocks:
+            w = blk.layer.moe.router.weight.grad
+            assert (w is not None and w.abs().max() > 0) == learns, (router, balance_loss)
+        assert ('balance' in m.last_aux) == (balance_loss > 0 and router == 'softmax')
 
 
 def test_balance_loss_in_training_loss_only():
@@ -444,28 +458,84 @@ def test_bad_config_is_one_line_error():
             small(**kw)
 
 
+def test_last_aux_is_loss_minus_ce():
+    # balance + ponder (+ multi-scale's coarse layers) are deterministic at dropout 0: train CE == eval CE
+    m = small(use_act=True, use_multi_scale=True, balance_loss=0.3, act_ponder_cost=0.05)
+    idx, tgt = tokens(), tokens(seed_=2)
+    tgt[0, :5] = -1
+    for grad in (True, False):                                 # fused loss, and the logits path under no_grad
+        m.train()
+        with torch.set_grad_enabled(grad):
+            _, loss = m(idx, tgt)
+        aux = m.last_aux
+        assert set(aux) == {'balance', 'ponder'}
+        assert all(v.dtype == torch.float32 and v.dim() == 0 and not v.requires_grad for v in aux.values())
+        assert aux['balance'] >= 0.3 * 4 - 1e-4                # >= 1 per MoE (4: 2 blocks x fine + coarse)
+        m.eval()
+        logits, _ = m(idx)
+        assert m.last_aux == {}
+        ce = torch.nn.functional.cross_entropy(logits.view(-1, 97), tgt.view(-1), ignore_index=-1)
+        assert abs((loss - sum(aux.values())).item() - ce.item()) < 1e-5
+    m.train()
+    sparse = small(use_sparse_bk=True, balance_loss=0.0).train()
+    sparse(idx, tgt)
+    assert set(sparse.last_aux) == {'sparsity'}
+    plain = small(balance_loss=0.0).train()
+    plain(idx, tgt)
+    assert plain.last_aux == {}
+
+
 # ---------------------------------------------------------------------------------------------- the flags
 
-def test_mixed_precision_dense_bf16_bk_float32():
-    m = small(use_mixed_precision=True).eval()
+def test_autocast_governs_dense_parts_bk_stays_float32(monkeypatch):
+    """One rule for all models: the surrounding autocast (train.py's dtype) sets the dense parts' precision."""
+    m = small().eval()
     seen = {}
     m.lm_head.register_forward_hook(lambda mod, i, o: seen.update(head=o.dtype) and None)
-    m.blocks[0].layer.moe.experts[0][0].register_forward_hook(lambda mod, i, o: seen.update(expert=o.dtype) and None)
+    for e, expert in enumerate(m.blocks[0].layer.moe.experts):
+        expert.register_forward_hook(lambda mod, i, o, e=e: seen.update({f'expert{e}': o.dtype}) and None)
     orig = bk.bk_core
 
     def spy(v, *a, **k):
         g = orig(v, *a, **k)
         seen['bk'] = g.dtype
         return g
-    bk.bk_core = spy
-    try:
-        logits, _ = m(tokens())
-    finally:
-        bk.bk_core = orig
-    assert seen == {'head': torch.bfloat16, 'expert': torch.bfloat16, 'bk': torch.complex64}
+    monkeypatch.setattr(bk, 'bk_core', spy)
+    idx = tokens()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        logits, _ = m(idx)
+    assert seen.pop('head') == torch.bfloat16 and seen.pop('bk') == torch.complex64
+    assert seen and set(seen.values()) == {torch.bfloat16}   # every expert that got tokens
     assert logits.dtype == torch.float32
-    ref, _ = small().eval()(tokens())                         # same weights in float32: close, not equal
-    assert 0 < (logits - ref).abs().max() < 0.1
+    seen.clear()
+    ref, _ = m(idx)                                           # no autocast: float32 throughout
+    assert seen.pop('head') == torch.float32 and set(seen.values()) == {torch.float32, torch.complex64}
+    assert 0 < (logits - ref).abs().max() < 0.1               # same weights: close, not equal
+
+
+@pytest.mark.parametrize("model", ['resnetbk', 'gpt', 'newllm'])
+def test_autocast_dtype_reaches_lm_head_and_fused_loss(model, monkeypatch):
+    import linear_ce
+    from model_gpt import GPT, GPTConfig
+    from model_newllm import NewLLM, NewLLMConfig
+    torch.manual_seed(0)
+    m = {'resnetbk': lambda: small(),
+         'gpt': lambda: GPT(GPTConfig(vocab_size=97, block_size=40, n_layer=2, n_head=2, n_embd=16, dropout=0.0)),
+         'newllm': lambda: NewLLM(NewLLMConfig(vocab_size=97, n_embd=8, n_hidden=16, n_context=8, n_layer=2,
+                                               dropout=0.0))}[model]()
+    heads, mm = [], []
+    m.lm_head.register_forward_hook(lambda mod, i, o: heads.append(o.dtype) and None)
+    apply = linear_ce.LinearCrossEntropy.apply
+    monkeypatch.setattr(linear_ce.LinearCrossEntropy, 'apply', lambda *a: mm.append(a[4]) or apply(*a))
+    idx = tokens()
+    with torch.autocast('cpu', dtype=torch.bfloat16):
+        m.eval()
+        m(idx)
+        m.train()
+        _, loss = m(idx, idx)
+    assert heads == [torch.bfloat16] and mm == [torch.bfloat16]
+    m(idx, idx)
+    assert mm[-1] == torch.float32                            # autocast off: float32
 
 
 def test_act_halting_weights_and_ponder_cost():
@@ -493,16 +563,16 @@ def test_multi_scale_pairs_are_causal_and_half_resolution():
     shapes = []
     block.coarse.register_forward_hook(lambda mod, i, o: shapes.append(i[0].shape) and None)
     u = torch.randn(2, 21, 16)
-    a, _ = block.multi_scale(u, None, [])
+    a, _ = block.multi_scale(u, None, {})
     assert shapes[-1] == (2, 10, 16)                           # 21 positions -> 10 complete pairs
     u2 = u.clone()
     u2[:, 9] += 1.0                                            # second element of pair 4 = (8, 9)
-    b, _ = block.multi_scale(u2, None, [])
+    b, _ = block.multi_scale(u2, None, {})
     diff = (a - b).abs().amax(dim=(0, 2))
     assert diff[:9].max() == 0 and diff[9] > 0                 # first seen at 9, where its pair completes
     u3 = u.clone()
     u3[:, 8] += 1.0                                            # first element of pair 4: waits for position 9
-    c, _ = block.multi_scale(u3, None, [])
+    c, _ = block.multi_scale(u3, None, {})
     diff = (a - c).abs().amax(dim=(0, 2))
     assert diff[:9].max() == 0 and diff[9] > 0
 
@@ -510,11 +580,33 @@ def test_multi_scale_pairs_are_causal_and_half_resolution():
 def test_sparse_bk_mask_interpolator_and_loss():
     m = small(use_sparse_bk=True, sparse_bk_target=0.25, sparse_bk_loss=1.0, balance_loss=0.0)
     idx = tokens()
-    _, train_loss = m(idx, idx)
+    mask_logits, keeps = [], []
+    hooks = [blk.layer.mask_proj.register_forward_hook(lambda mod, i, o: mask_logits.append(o.squeeze(-1).float()))
+             for blk in m.blocks]
+    orig = bk.bk_core
+
+    def spy(v, *a, **k):
+        keeps.append(k['keep'])
+        g = orig(v, *a, **k)
+        keeps.append(g)
+        return g
+    bk.bk_core = spy
+    try:
+        _, train_loss = m(idx, idx)
+    finally:
+        bk.bk_core = orig
+    for h in hooks:
+        h.remove()
+    # the sparsity term is sum over layers of (mean mask probability - target)^2, on the logits the layers used
+    want = sum((torch.sigmoid(lg).mean() - 0.25) ** 2 for lg in mask_logits)
+    assert len(mask_logits) == 2 and abs(m.last_aux['sparsity'].item() - want.item()) < 1e-6
+    # the chain really skips the dropped positions: there g_t = g_{t-1} (g_{-1} = 0), and some are dropped
+    for keep, g in zip(keeps[::2], keeps[1::2]):
+        prev = torch.cat([torch.zeros_like(g[:, :1]), g[:, :-1]], 1)
+        assert 0 < (~keep).sum() < keep.numel() and torch.equal(g[~keep], prev[~keep])
     m.eval()
     logits, ce = m(idx, idx)
-    frac = torch.sigmoid(m.blocks[0].layer.mask_proj(torch.randn(1000, 16))).mean()
-    assert train_loss.item() > ce.item()                       # the sparsity term (2 layers, ~ (0.5 - 0.25)^2 each)
+    assert train_loss.item() > ce.item()
     # every position kept: the layer is the plain BK layer (the interpolator is unused)
     dense = small(balance_loss=0.0).eval()
     with torch.no_grad():
