@@ -8,9 +8,12 @@ Generate text from a checkpoint of any of the three models, printing tokens as t
 The tokenizer (gpt2 or the word vocabulary) comes from the checkpoint's copy of the dataset's meta.json.
 Chat mode: each user line is appended as a turn (text + the dataset's turn separator); the model replies until it
 emits the separator or the end-of-text token. Recurrent models (New-LLM, causal ResNet-BK) carry their state from turn
-to turn instead of re-reading the history; GPT keeps the last block_size tokens of the conversation.
+to turn instead of re-reading the history; GPT keeps the last block_size tokens of the conversation. Piped stdin is
+echoed (`you: ...`) so the transcript shows both sides; the separator itself is never printed.
 """
 import argparse
+import glob
+import os
 import sys
 
 import torch
@@ -44,18 +47,39 @@ def start_tokens(tok):
 
 
 class Printer:
-    """Prints the text of a growing token list as it grows (decoding the whole list keeps multi-byte BPE intact)."""
+    """Prints the text of a growing token list as it grows (decoding the whole list keeps multi-byte BPE intact).
+    stop, sep: in chat, a token of `stop` ends the reply; only its text before the separator `sep` is printed."""
 
-    def __init__(self, tok, ids):
+    def __init__(self, tok, ids, stop=(), sep=None):
         self.tok, self.ids, self.shown = tok, list(ids), tok.decode(ids)
+        self.stop, self.sep, self.start = stop, sep, len(self.shown)
 
     def __call__(self, idx_next):
-        self.ids.append(int(idx_next[0, 0]))
+        i = int(idx_next[0, 0])
+        if i in self.stop:
+            if self.sep is None:
+                return
+            text = self.tok.decode(self.ids + [i])
+            new = text[len(self.shown):]  # e.g. ".\n" (gpt2 merges the separator into longer tokens)
+            if self.sep in new and text.startswith(self.shown):
+                sys.stdout.write(new[:new.index(self.sep)])
+                sys.stdout.flush()
+                self.shown += new[:new.index(self.sep)]
+            return
+        self.ids.append(i)
         text = self.tok.decode(self.ids)
         if not text.endswith('\ufffd'):  # wait for the rest of a multi-byte character
             sys.stdout.write(text[len(self.shown):])
             sys.stdout.flush()
             self.shown = text
+
+    @property
+    def text(self):
+        return self.shown[self.start:]
+
+
+EMPTY_REPLY = ("(the model ended its reply at once: this checkpoint has not learned the turn separator; "
+               "chat is meant for DailyDialog fine-tuned checkpoints, README)")
 
 
 def chat(model, tok, meta, args):
@@ -66,15 +90,13 @@ def chat(model, tok, meta, args):
         # a reply ends at any token whose text holds the separator (BPE merges "\n" into longer tokens)
         stop = {i for i in range(tok.vocab_size) if sep in tok.enc.decode_single_token_bytes(i).decode('utf-8', 'replace')}
     else:  # word vocabularies have no newline: <bos> t1 <eos> t2 <eos> ... tn <eos>, the next dialogue at <bos>
-        turn_end, dialogue_end = [tok.eot_token], tok.bos_token
+        sep, turn_end, dialogue_end = None, [tok.eot_token], tok.bos_token
         stop = {tok.eot_token}
     stop.add(dialogue_end)
 
-    def turn_ids(text):
-        return tok.encode(text) + turn_end
-
     state, history = None, start_tokens(tok)
-    interactive = sys.stdin.isatty()
+    interactive, told = sys.stdin.isatty(), False
+    ended = True  # did the last reply end with a stop token (else its turn is closed before the next user turn)
     while True:
         if interactive:
             print('> ', end='', flush=True)
@@ -84,18 +106,26 @@ def chat(model, tok, meta, args):
         line = line.rstrip('\n')
         if not line.strip():
             continue
-        ids = turn_ids(line)
+        if not interactive:  # a piped transcript shows both sides
+            print(f'you: {line}', flush=True)
+        ids = tok.encode(line) + turn_end
         if state is None:
             ids = history + ids
+        elif not ended:  # the reply ran out of max_new_tokens before the separator
+            ids = turn_end + ids
         idx = torch.tensor([ids], dtype=torch.long, device=args.device)
         print('bot: ', end='', flush=True)
-        printer = Printer(tok, [])
+        printer = Printer(tok, [], stop, sep)
         out, state = sampling.generate_with_state(model, idx, args.max_new_tokens, args.temperature,
                                                   args.top_k or None, state=state, on_token=printer, stop_tokens=stop)
         reply = out[0, idx.size(1):].tolist()
-        if reply and reply[-1] == dialogue_end:  # the model ended the dialogue: start a new one
+        ended = bool(reply) and reply[-1] in stop
+        if ended and reply[-1] == dialogue_end:  # the model ended the dialogue: start a new one
             state = None
         print(flush=True)
+        if ended and not printer.text.strip() and not told:
+            print(EMPTY_REPLY, file=sys.stderr, flush=True)
+            told = True
 
 
 def main():
@@ -103,13 +133,25 @@ def main():
     if args.device.startswith('cuda') and not torch.cuda.is_available():
         raise SystemExit(f"error: --device {args.device} but CUDA is not available")
     torch.manual_seed(args.seed)
-    model, ckpt = ckpt_io.load_model(args.ckpt, args.device)
-    meta = ckpt.get('meta')
-    if not meta:
-        raise SystemExit(f"error: {args.ckpt} holds no tokenizer information (meta)")
-    tok = load_tokenizer(meta)
+    if not os.path.exists(args.ckpt) and not os.path.dirname(args.ckpt):
+        # train.py writes best.pt/ckpt.pt into the run's out_dir, not the current folder
+        found = sorted(glob.glob(os.path.join('*', args.ckpt)))
+        hint = f"did you mean --ckpt {found[0]}?" if found else f"e.g. --ckpt out-smoke/{args.ckpt}"
+        raise SystemExit(f"error: checkpoint {args.ckpt} does not exist here; it lives in the run's out_dir ({hint})")
+    try:  # checkpoint.py and tokenizer.py raise one-line errors: a missing, corrupt or foreign file
+        model, ckpt = ckpt_io.load_model(args.ckpt, args.device)
+        meta = ckpt.get('meta')
+        if not meta:
+            raise ValueError(f"{args.ckpt} holds no tokenizer information (meta)")
+        tok = load_tokenizer(meta)
+    except (OSError, ValueError) as e:
+        raise SystemExit(f"error: {e}")
     if args.chat:
-        return chat(model, tok, meta, args)
+        try:
+            return chat(model, tok, meta, args)
+        except KeyboardInterrupt:  # Ctrl-C ends the conversation
+            print()
+            return
     prompt = args.prompt
     if prompt.startswith('FILE:'):
         try:
@@ -129,4 +171,10 @@ def main():
 
 
 if __name__ == '__main__':
-    main()
+    try:
+        main()
+    except SystemExit as e:  # one-line errors (here and in checkpoint.py) exit 2, like argparse's
+        if isinstance(e.code, str):
+            print(e.code, file=sys.stderr)
+            sys.exit(2)
+        raise
