@@ -1,0 +1,116 @@
+"""
+LSTM language model: the classic recurrent baseline (Zaremba et al. 2014, Merity et al. 2017) on torch.nn.LSTM, so the
+recurrence runs in the maintained kernels (oneDNN on a CPU, cuDNN on a GPU), not in a hand-written cell.
+
+Shapes: B batch, T time, E = n_embd, H = n_hidden, L = n_layer, V = vocab_size.
+
+    x_t = Dropout(Emb(idx_t))                                   (B, E)    no positional embedding
+    for layer l = 1 .. L (input u = x_t for l = 1, else Dropout(h^{l-1}_t)):
+        [i, f, g, o] = W_ih u + b_ih + W_hh h^l_{t-1} + b_hh    (B, 4H)   torch's gate order
+        c^l_t = sigmoid(f) * c^l_{t-1} + sigmoid(i) * tanh(g)   (B, H)
+        h^l_t = sigmoid(o) * tanh(c^l_t)                        (B, H)
+    logits_t = W_out Dropout(h^L_t) + b_out                     (B, V)
+    h^l_{-1} = c^l_{-1} = 0 at the start of every sequence.
+
+Dropout (p = dropout) on the embedding, between layers (nn.LSTM's own) and before the head, as Zaremba et al.
+Init: torch's LSTM default U(-1/sqrt(H), 1/sqrt(H)) for the recurrent weights, then the biases zero except the
+forget gate's b_ih = 1 (Jozefowicz et al. 2015: the cell starts by remembering); embedding and head U(-0.1, 0.1),
+head bias 0.
+
+tie_weights: the head reuses the embedding (W_out = Emb, needs E == H), as GPT here and AWD-LSTM (Press & Wolf 2017:
+tying helps small LMs); New-LLM and ResNet-BK do not tie. On by default: at equal size it buys a wider LSTM.
+
+Parameters (bias=True; torch keeps two bias vectors per layer, b_ih and b_hh, which only sum):
+    V E + 4H (E + H) + 8H + (L-1) (4H (2H) + 8H) + H V + V        untied
+    V E + 4H (E + H) + 8H + (L-1) (4H (2H) + 8H) + V              tied (E = H)
+= 2,750,440 at V=1000, E=H=384, L=2, tied (the defaults, config/cmp_lstm.py); bias=False drops each 8H and the V.
+
+Causal by construction. Training memory is O(T) (backprop through time); the state for streaming and generation is
+O(1): (h, c), each (L, B, H). block_size only bounds the training windows: forward() and forward_state() accept any T.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+from torch.nn import functional as F
+
+import sampling
+from linear_ce import linear_cross_entropy
+
+
+@dataclass
+class LSTMConfig:
+    vocab_size: int = 1000
+    block_size: int = 63      # training window length only (train.py and bench.py set it); any T runs
+    n_embd: int = 384         # E, token embedding
+    n_hidden: int = 384       # H, LSTM state width
+    n_layer: int = 2          # L, stacked LSTM layers
+    dropout: float = 0.1
+    bias: bool = True         # LSTM biases (b_ih, b_hh) and the head's
+    tie_weights: bool = True  # head weight = embedding (needs n_embd == n_hidden)
+
+
+class LSTM(nn.Module):
+
+    def __init__(self, config):
+        super().__init__()
+        if config.n_layer < 1:
+            raise ValueError(f"n_layer must be >= 1, not {config.n_layer}")
+        if config.tie_weights and config.n_embd != config.n_hidden:
+            raise ValueError(f"tie_weights needs n_embd == n_hidden, not {config.n_embd} and {config.n_hidden}")
+        self.config = config
+        E, H = config.n_embd, config.n_hidden
+        self.wte = nn.Embedding(config.vocab_size, E)
+        self.drop = nn.Dropout(config.dropout)
+        self.lstm = nn.LSTM(E, H, num_layers=config.n_layer, bias=config.bias, batch_first=True,
+                            dropout=config.dropout if config.n_layer > 1 else 0.0)
+        self.lm_head = nn.Linear(H, config.vocab_size, bias=config.bias)
+        nn.init.uniform_(self.wte.weight, -0.1, 0.1)
+        if config.tie_weights:
+            self.lm_head.weight = self.wte.weight
+        else:
+            nn.init.uniform_(self.lm_head.weight, -0.1, 0.1)
+        if config.bias:
+            nn.init.zeros_(self.lm_head.bias)
+            with torch.no_grad():
+                for name, p in self.lstm.named_parameters():
+                    if name.startswith('bias'):
+                        p.zero_()
+                        if name.startswith('bias_ih'):
+                            p[H:2 * H] = 1.0  # forget gate (torch's order i, f, g, o)
+
+    def get_num_params(self):
+        """All parameters; a tied head is counted once (it is the embedding)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def _run(self, idx, state=None):
+        """idx (B, T), state (h, c) each (L, B, H) or None (zeros) -> last layer's outputs (B, T, H) after dropout,
+        the state after idx in the parameters' dtype (float32 also under autocast, so it can be passed back either
+        way)."""
+        out, (h, c) = self.lstm(self.drop(self.wte(idx)), state)
+        dt = self.lm_head.weight.dtype
+        return self.drop(out), (h.to(dt), c.to(dt))
+
+    def forward(self, idx, targets=None):
+        """idx (B, T) int64 (any T), targets (B, T) or None -> logits (B, T, V), mean CE (ignore_index=-1) or None.
+        Every sequence starts from a zero state. Training with targets and gradients on: the loss comes from
+        linear_ce.py and logits is None (train.py only uses the loss)."""
+        h, _ = self._run(idx)
+        if targets is not None and self.training and torch.is_grad_enabled():
+            return None, linear_cross_entropy(h, self.lm_head.weight, self.lm_head.bias, targets)
+        logits = self.lm_head(h)
+        loss = None
+        if targets is not None:
+            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
+        return logits, loss
+
+    def forward_state(self, idx, state=None):
+        """Streaming: state is (h, c) after the tokens before idx (None = zeros, the beginning). Returns logits
+        (B, T, V) and the state after idx; passing it back continues the sequence exactly as one long forward
+        would. Meant for eval mode (no dropout)."""
+        h, state = self._run(idx, state)
+        return self.lm_head(h), state
+
+    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
+        """Continue idx (B, T) by max_new_tokens sampled tokens; one (h, c) per sequence, the prefix is read once."""
+        return sampling.generate(self, idx, max_new_tokens, temperature, top_k)
