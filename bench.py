@@ -11,6 +11,8 @@ Models, at comparable parameter counts (vocab 1000 like the New-LLM seed; printe
     newllm    n_embd 128, n_context 128, n_hidden 320, n_layer 4   962,920 params (no positions)
     resnetbk  n_embd 112, n_layer 4, 4 experts top-1, causal       1,037,920 params + 112 T position table
               (top-1 routing: each token runs one expert of four, so about half the weights act per token)
+    lstm      n_embd = n_hidden 224, n_layer 2, tied head          1,031,400 params (no positions; not in the
+              default --models)
 GPT's and ResNet-BK's block_size is set to T (their learned position tables grow with it; their other weights do
 not). Dropout 0.
 
@@ -55,11 +57,13 @@ CONFIGS = {
     'gpt': dict(n_layer=4, n_head=4, n_embd=128, dropout=0.0),
     'newllm': dict(n_embd=128, n_context=128, n_hidden=320, n_layer=4, dropout=0.0),
     'resnetbk': dict(n_embd=112, n_layer=4, n_experts=4, top_k=1, dropout=0.0, bk_causal=True),
+    'lstm': dict(n_embd=224, n_hidden=224, n_layer=2, dropout=0.0),
 }
 QUICK_CONFIGS = {
     'gpt': dict(n_layer=1, n_head=2, n_embd=16, dropout=0.0),
     'newllm': dict(n_embd=16, n_context=16, n_hidden=32, n_layer=2, dropout=0.0),
     'resnetbk': dict(n_embd=16, n_layer=1, n_experts=2, top_k=1, dropout=0.0, bk_causal=True),
+    'lstm': dict(n_embd=16, n_hidden=16, n_layer=1, dropout=0.0),
 }
 PREFILL_CHUNK = 256
 

@@ -22,13 +22,14 @@ MODELS = {
     'gpt': ('model_gpt', 'GPTConfig', 'GPT'),
     'newllm': ('model_newllm', 'NewLLMConfig', 'NewLLM'),
     'resnetbk': ('model_resnetbk', 'ResNetBKConfig', 'ResNetBK'),
+    'lstm': ('model_lstm', 'LSTMConfig', 'LSTM'),
 }
 
 
 def model_classes(model_type):
     """-> (ConfigClass, ModelClass) for a model_type."""
     if model_type not in MODELS:
-        raise SystemExit(f"error: unknown model_type {model_type!r}; choose one of {', '.join(MODELS)}")
+        raise ValueError(f"unknown model_type {model_type!r}; choose one of {', '.join(MODELS)}")
     module, config_name, model_name = MODELS[model_type]
     module = importlib.import_module(module)
     return getattr(module, config_name), getattr(module, model_name)
@@ -72,22 +73,45 @@ def atomic_write_text(text, path):
 
 
 def load_checkpoint(path, map_location='cpu'):
-    """torch.load with weights_only=True; a missing or unreadable file is a one-line error."""
+    """torch.load with weights_only=True. A missing file raises FileNotFoundError, an unreadable or foreign one
+    ValueError, each with a one-line message."""
     if not os.path.isfile(path):
-        raise SystemExit(f"error: checkpoint {path} does not exist")
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:
-        raise SystemExit(f"error: checkpoint {path} is unreadable (truncated or corrupt?): {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}")
+        raise ValueError(f"checkpoint {path} is unreadable (truncated or corrupt?): {type(e).__name__}: "
+                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
     if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_type' not in ckpt:
-        raise SystemExit(f"error: {path} is not a linlm checkpoint (no 'model'/'model_type' entries)")
+        raise ValueError(f"{path} is not a linlm checkpoint (no 'model'/'model_type' entries)")
     return ckpt
 
 
 def build_model(model_type, model_args):
     config_cls, model_cls = model_classes(model_type)
     return model_cls(config_cls(**model_args))
+
+
+def merge_model_args(model_type, saved_args, overrides, source):
+    """
+    The model config of a run that starts from a checkpoint (resume or fine-tuning): the checkpoint's saved_args
+    with the overrides the user gave applied, as long as they leave every parameter's name and shape as it is
+    (dropout, a scan or kernel choice, ...). -> (merged args, {field: (old, new)} applied). Raises ValueError naming
+    the fields that would change the shapes (models are built on the meta device: no memory, no compute).
+    """
+    def shapes(args):
+        with torch.device('meta'):
+            model = build_model(model_type, args)
+        return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+    changed = {k: (saved_args.get(k), v) for k, v in overrides.items() if saved_args.get(k) != v}
+    reference = shapes(saved_args)
+    refused = [k for k, (_, v) in changed.items() if shapes(dict(saved_args, **{k: v})) != reference]
+    if refused:
+        raise ValueError(f"{source} has another shape: " + ', '.join(
+            f"{k}={changed[k][1]!r} vs the checkpoint's {changed[k][0]!r}" for k in refused) +
+            " (only fields that keep the parameters' shapes can change)")
+    return dict(saved_args, **{k: v for k, (_, v) in changed.items()}), changed
 
 
 def load_model(path, device='cpu'):

@@ -59,12 +59,15 @@ import os
 import sys
 import time
 import warnings
-from contextlib import nullcontext
 
 import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+
+import data
+import hardware
+from cli import fail
 
 
 def score_logits(logits, targets):
@@ -74,10 +77,28 @@ def score_logits(logits, targets):
     return nll.item(), int(mask.sum()), int(((logits.argmax(-1) == targets) & mask).sum())
 
 
+class Progress:
+    """A line every `every` seconds while a long loop runs: done/total, rate and ETA. Call it with (done, total)."""
+
+    def __init__(self, label, every=10.0, unit='tokens', file=None):
+        self.label, self.every, self.unit, self.file = label, every, unit, file or sys.stderr
+        self.t0 = self.last = time.time()
+
+    def __call__(self, done, total):
+        now = time.time()
+        if now - self.last < self.every or done >= total:
+            return
+        self.last = now
+        rate = done / max(now - self.t0, 1e-9)
+        print(f"{self.label}: {done:,}/{total:,} {self.unit} ({100 * done / total:.0f}%) | {rate:,.0f} {self.unit}/s "
+              f"| ETA {(total - done) / max(rate, 1e-9):.0f} s", file=self.file, flush=True)
+
+
 @torch.no_grad()
-def evaluate_tokens(model, tokens, block_size, batch_size, device, autocast_ctx, carry_state=False):
+def evaluate_tokens(model, tokens, block_size, batch_size, device, autocast_ctx, carry_state=False, progress=None):
     """
     tokens: 1-D array (the split). -> {'nll_sum', 'targets', 'correct', 'seconds' (wall), 'cpu_seconds' (process)}.
+    progress: called as progress(targets scored so far, all targets) after each batch (e.g. a Progress).
     carry_state=False: windows x[w*bs .. (w+1)*bs] from a fresh start, batch_size windows at a time (any model).
     carry_state=True: batch_size strands of equal length (+-1) read window by window with the state carried by
     forward_state (recurrent models); the last window of a shorter strand is padded with target -1 (the state after
@@ -99,6 +120,8 @@ def evaluate_tokens(model, tokens, block_size, batch_size, device, autocast_ctx,
                 logits, _ = model(inputs)
         nll, count, correct = score_logits(logits, targets)
         nll_sum, n_targets, n_correct = nll_sum + nll, n_targets + count, n_correct + correct
+        if progress is not None:
+            progress(n_targets, n)
         return state
 
     if not carry_state:
@@ -145,8 +168,9 @@ def split_metrics(result, split_meta):
 # loss as a function of the context read
 
 def is_recurrent(model_type, model_args):
-    """New-LLM and causal ResNet-BK carry an O(1) state; GPT has a window; seed (non-causal) ResNet-BK has neither."""
-    return model_type == 'newllm' or (model_type == 'resnetbk' and model_args.get('bk_causal', True))
+    """New-LLM, the LSTM and causal ResNet-BK carry an O(1) state; GPT has a window; seed (non-causal) ResNet-BK has
+    neither."""
+    return model_type in ('newllm', 'lstm') or (model_type == 'resnetbk' and model_args.get('bk_causal', True))
 
 
 @torch.no_grad()
@@ -284,27 +308,13 @@ def quantize_int8(model):
 # command line
 
 def load_data(dataset, split, ckpt):
-    """-> (tokens memmap, meta, data_dir); one clear error for a missing dataset/split or a vocabulary mismatch."""
-    data_dir = dataset if os.path.isdir(dataset) else os.path.join('data', dataset)
-    meta_path = os.path.join(data_dir, 'meta.json')
-    if not os.path.isfile(meta_path):
-        raise SystemExit(f"error: dataset {dataset!r} not found ({meta_path} is missing); prepare it with prepare.py "
-                         f"or pass --dataset DIR")
-    with open(meta_path) as f:
-        meta = json.load(f)
-    path = os.path.join(data_dir, f'{split}.bin')
-    if not os.path.isfile(path):
-        have = [s for s in ('train', 'val', 'test') if os.path.isfile(os.path.join(data_dir, s + '.bin'))]
-        raise SystemExit(f"error: split {split!r} of {data_dir} is missing ({path}); available: {', '.join(have)}")
-    cmeta = ckpt.get('meta', {})
-    if cmeta and (cmeta.get('tokenizer') != meta.get('tokenizer') or cmeta.get('vocab_size') != meta.get('vocab_size')
-                  or cmeta.get('words') != meta.get('words')):
-        raise SystemExit(f"error: vocabulary mismatch: the checkpoint was trained with {cmeta.get('tokenizer')} "
-                         f"(vocab {cmeta.get('vocab_size')}) but {data_dir} uses {meta.get('tokenizer')} "
-                         f"(vocab {meta.get('vocab_size')})")
-    tokens = np.memmap(path, dtype=np.uint16, mode='r')
+    """-> (tokens memmap, meta, data_dir); FileNotFoundError / ValueError for a missing dataset or split, a vocabulary
+    mismatch, or a split too short to score."""
+    data_dir, meta = data.load_meta(dataset, ckpt.get('config', {}).get('prepare_args', ''))
+    tokens = data.load_split(data_dir, split)
+    data.check_vocabulary(ckpt.get('meta', {}), meta, 'the checkpoint', data_dir)
     if len(tokens) < 2:
-        raise SystemExit(f"error: {path} holds {len(tokens)} tokens; nothing to evaluate")
+        raise ValueError(f"the {split} split of {data_dir} holds {len(tokens)} tokens; nothing to evaluate")
     return tokens, meta, data_dir
 
 
@@ -326,8 +336,9 @@ def main(argv=None):
     p.add_argument('--dataset', default=None, help="folder under data/ or a path; default: the checkpoint's dataset")
     p.add_argument('--json', default=None, help='also write the results to this JSON file')
     p.add_argument('--batch_size', type=int, default=None, help="windows (or strands) per batch; default: training's")
-    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
-    p.add_argument('--dtype', default='float32', choices=['float32', 'bfloat16', 'float16'], help='autocast dtype')
+    p.add_argument('--device', default='auto', help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument('--dtype', default='auto', choices=['auto', 'float32', 'bfloat16', 'float16'],
+                   help='autocast dtype; auto = bfloat16 where it is fast on this device, else float32 (hardware.py)')
     p.add_argument('--max_tokens', type=int, default=0,
                    help='evaluate only the first N tokens of the split (0 = all); bytes and words are then pro-rated')
     p.add_argument('--carry_state', action='store_true', help='recurrent models: carry the state across windows')
@@ -337,16 +348,27 @@ def main(argv=None):
     p.add_argument('--png', default=None, help='--context_lengths plot (default: beside the checkpoint)')
     p.add_argument('--quantize', default=None, choices=['int8'], help='compare float32 with dynamic INT8 on CPU')
     args = p.parse_args(argv)
+    try:
+        return run(args)
+    except (FileNotFoundError, ValueError) as e:
+        fail(e)
 
+
+def run(args):
     from checkpoint import load_model
-    device = args.device
-    if device.startswith('cuda') and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but CUDA is not available")
-    if args.quantize and args.dtype != 'float32':
-        raise SystemExit("error: --quantize int8 compares with the float32 model; leave --dtype at float32")
+    if args.batch_size is not None and args.batch_size < 1 or args.max_tokens < 0 or args.stride < 0:
+        raise ValueError("--batch_size must be >= 1, --max_tokens and --stride >= 0")
+    device = hardware.resolve_device(args.device)
+    if args.quantize and args.dtype not in ('auto', 'float32'):
+        raise ValueError("--quantize int8 compares with the float32 model; leave --dtype at auto or float32")
     if args.quantize and device != 'cpu':
         print("note: dynamic INT8 kernels run on CPU only; evaluating on cpu", file=sys.stderr)
         device = 'cpu'
+    dtype_choice = hardware.choose_dtype('float32' if args.quantize else args.dtype, device)
+    if dtype_choice.warning:
+        print(dtype_choice.warning, file=sys.stderr)
+    dtype = dtype_choice.dtype
+    ctx = hardware.autocast(device, dtype)
     model, ckpt = load_model(args.ckpt, device)
     model_type, model_args, cfg = ckpt['model_type'], ckpt['model_args'], ckpt.get('config', {})
     tokens, meta, data_dir = load_data(args.dataset or cfg.get('dataset', ''), args.split, ckpt)
@@ -354,18 +376,13 @@ def main(argv=None):
         tokens = tokens[:args.max_tokens]
     block_size = cfg.get('block_size') or model_args['block_size']
     batch_size = args.batch_size or cfg.get('batch_size', 12)
-    if batch_size < 1 or args.max_tokens < 0 or args.stride < 0:
-        raise SystemExit("error: --batch_size must be >= 1, --max_tokens and --stride >= 0")
     recurrent = is_recurrent(model_type, model_args)
     if (args.carry_state or args.context_lengths) and model_type == 'resnetbk' and not recurrent:
-        raise SystemExit("error: this ResNet-BK is non-causal (bk_causal=False, the seed's mode): each position sees "
+        raise ValueError("this ResNet-BK is non-causal (bk_causal=False, the seed's mode): each position sees "
                          "the tokens after it, so it has no state to carry and no valid context curve")
     if args.carry_state and not recurrent:
-        raise SystemExit(f"error: --carry_state needs a recurrent model (newllm, causal resnetbk); {model_type}'s "
+        raise ValueError(f"--carry_state needs a recurrent model (newllm, causal resnetbk); {model_type}'s "
                          f"context is its block_size window (see --context_lengths for its sliding window)")
-    ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[args.dtype]
-    device_type = 'cuda' if device.startswith('cuda') else 'cpu'
-    ctx = nullcontext() if args.dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
 
     split_meta = dict(meta['splits'].get(args.split, {}))
     scored_fraction = (len(tokens) - 1) / max(split_meta.get('tokens', len(tokens)) - 1, 1)
@@ -377,7 +394,7 @@ def main(argv=None):
     if prorated:
         unit += f" (pro-rated: first {len(tokens):,} of {meta['splits'][args.split]['tokens']:,} tokens)"
     print(f"{model_type}: {model.get_num_params():,} parameters | {data_dir} {args.split}: {len(tokens):,} tokens | "
-          f"window {block_size} | batch {batch_size} | {device} {args.dtype}")
+          f"window {block_size} | batch {batch_size} | {device} | {dtype_choice.reason}")
     print(f"units: {unit}")
     mode = (f"carry_state: {min(batch_size, len(tokens) - 1)} strands, state carried across windows of {block_size}"
             if args.carry_state else f"non-overlapping windows of {block_size}, each from a fresh start")
@@ -385,9 +402,10 @@ def main(argv=None):
         mode += "; NON-CAUSAL (seed mode): positions see later tokens, this is not a valid language-model loss"
     out = {'ckpt': args.ckpt, 'model_type': model_type, 'num_params': model.get_num_params(), 'dataset': data_dir,
            'split': args.split, 'tokenizer': meta['tokenizer'], 'vocab_size': meta['vocab_size'], 'unit': unit,
-           'block_size': block_size, 'batch_size': batch_size, 'device': device, 'dtype': args.dtype, 'mode': mode}
+           'block_size': block_size, 'batch_size': batch_size, 'device': device, 'dtype': dtype, 'mode': mode}
 
-    m = split_metrics(evaluate_tokens(model, tokens, block_size, batch_size, device, ctx, args.carry_state), split_meta)
+    m = split_metrics(evaluate_tokens(model, tokens, block_size, batch_size, device, ctx, args.carry_state,
+                                      progress=Progress(args.split)), split_meta)
     out['metrics'] = m
     print(f"{args.split} ({mode}):\n  {fmt(m)}")
 
@@ -395,12 +413,12 @@ def main(argv=None):
         try:
             edges = sorted({int(c) for c in args.context_lengths.split(',')})
         except ValueError:
-            raise SystemExit(f"error: --context_lengths must be comma-separated integers, not {args.context_lengths!r}")
+            raise ValueError(f"--context_lengths must be comma-separated integers, not {args.context_lengths!r}")
         if edges[0] < 1:
-            raise SystemExit("error: --context_lengths must be positive")
+            raise ValueError("--context_lengths must be positive")
         L = edges[-1]
         if len(tokens) - 1 < L:
-            raise SystemExit(f"error: the {args.split} split has {len(tokens) - 1:,} targets, fewer than the longest "
+            raise ValueError(f"the {args.split} split has {len(tokens) - 1:,} targets, fewer than the longest "
                              f"context {L:,}")
         stride = args.stride or max(1, block_size // 2)
         curve = context_curve(model, tokens, L, batch_size, device, ctx, recurrent, block_size, stride)
@@ -423,8 +441,8 @@ def main(argv=None):
 
     if args.quantize:
         qmodel, quantized, kept = quantize_int8(model)
-        q = split_metrics(evaluate_tokens(qmodel, tokens, block_size, batch_size, device, ctx, args.carry_state),
-                          split_meta)
+        q = split_metrics(evaluate_tokens(qmodel, tokens, block_size, batch_size, device, ctx, args.carry_state,
+                                          progress=Progress(f"{args.split} int8")), split_meta)
         size32, size8 = serialized_bytes(model), serialized_bytes(qmodel)
         qparams = sum(dict(model.named_modules())[n].weight.numel() for n in quantized)
         out['int8'] = {'metrics': q, 'fp32_bytes': size32, 'int8_bytes': size8, 'size_ratio': size8 / size32,

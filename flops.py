@@ -45,7 +45,7 @@ Backward: the Linear/MoE terms 2x, LayerNorm and embedding 1x, BK-Core 26T. Opti
 
 Also reported: per token, the whole configured run (iterations x per step, train.py's iteration rule), parameters by
 component, and the 6*N*D estimate (N parameters, D tokens) beside the exact count. train.py imports step_flops() for
-MFU and results.json, and measure_peak_flops() when the config gives no peak_flops.
+MFU and results.json (the peak is hardware.py's measured matmul rate when the config gives none).
 """
 import ast
 import dataclasses
@@ -61,6 +61,9 @@ import torch
 
 import checkpoint as ckpt_io
 import configurator
+import data
+import hardware
+from cli import fail
 
 # one component: forward and backward FLOPs, split into what torch's counter sees (matmul/SDPA/conv) and the rest
 Row = namedtuple('Row', 'group name fwd_mm fwd_other bwd_mm bwd_other')
@@ -171,13 +174,32 @@ def resnetbk_rows(cfg, B, T):
     return rows
 
 
+def lstm_rows(cfg, B, T):
+    M, E, H, V = B * T, cfg.n_embd, cfg.n_hidden, cfg.vocab_size
+    drop = 1 if cfg.dropout > 0 else 0
+    bias = 1 if cfg.bias else 0
+    rows = [Row('embedding', 'wte lookup' + (', dropout' if drop else ''), 0, drop * M * E,
+                0, M * E + 2 * drop * M * E)]
+    for l in range(cfg.n_layer):
+        n_in = E if l == 0 else H
+        # the kernel (oneDNN, cuDNN) runs both matmuls of every step; the two projections are summed, + 2 biases
+        rows += [Row(f'layer {l + 1}', f'W_ih u_t + W_hh h_t-1 (4H gates, {T} steps)', 8 * M * H * (n_in + H),
+                     (4 + 8 * bias) * M * H, 16 * M * H * (n_in + H), 2 * (4 + 8 * bias) * M * H),
+                 elementwise(f'layer {l + 1}', '3 sigmoids, 2 tanh, c = f c + i g, h = o tanh(c)' +
+                             (', dropout' if drop else ''), (9 + drop) * M * H)]
+    rows += [linear('lm_head', 'lm_head Linear(H,V)' + (', tied to wte' if cfg.tie_weights else '') +
+                    ' (fused with the loss)', M, H, V, cfg.bias),
+             elementwise('loss', 'cross-entropy', 5 * M * V)]
+    return rows
+
+
 # -----------------------------------------------------------------------------------------------------------------
 # convention 'seed': the ResNet-BK seed's formula
 
 def resnetbk_seed_rows(cfg, B, N):
     flags = [f for f in ('use_act', 'use_multi_scale', 'use_sparse_bk') if getattr(cfg, f)]
     if flags:
-        raise SystemExit(f"error: the seed convention covers the seed's architecture only; turn off {', '.join(flags)}")
+        raise ValueError(f"the seed convention covers the seed's architecture only; turn off {', '.join(flags)}")
     T, D, E, K, V = B * N, cfg.n_embd, cfg.n_experts, cfg.top_k, cfg.vocab_size
     rows = [Row('embedding', 'embedding T*D', 0, T * D, 0, T * D)]
     for i in range(cfg.n_layer):
@@ -194,7 +216,7 @@ def resnetbk_seed_rows(cfg, B, N):
     return rows
 
 
-ROWS = {'gpt': gpt_rows, 'newllm': newllm_rows, 'resnetbk': resnetbk_rows}
+ROWS = {'gpt': gpt_rows, 'newllm': newllm_rows, 'resnetbk': resnetbk_rows, 'lstm': lstm_rows}
 
 
 def breakdown(model_type, model_args, batch_size, seq_len, convention='exact', device_type='cuda'):
@@ -203,10 +225,10 @@ def breakdown(model_type, model_args, batch_size, seq_len, convention='exact', d
     cfg = _config(model_type, model_args)
     if convention == 'seed':
         if model_type != 'resnetbk':
-            raise SystemExit(f"error: the seed convention exists for resnetbk only, not {model_type}")
+            raise ValueError(f"the seed convention exists for resnetbk only, not {model_type}")
         return resnetbk_seed_rows(cfg, batch_size, seq_len)
     if convention != 'exact':
-        raise SystemExit(f"error: convention must be 'exact' or 'seed', not {convention!r}")
+        raise ValueError(f"convention must be 'exact' or 'seed', not {convention!r}")
     if model_type == 'gpt':
         return gpt_rows(cfg, batch_size, seq_len, device_type)
     return ROWS[model_type](cfg, batch_size, seq_len)
@@ -222,6 +244,7 @@ PARAM_GROUPS = {  # parameter name -> component, first match
                (r'ln_c\.', 'context LayerNorm'), (r'lm_head\.', 'lm_head')],
     'resnetbk': [(r'(wte|wpe)\.', 'embedding'), (r'(?:blocks|halt)\.(\d+)\.', 'layer {}'),
                  (r'ln_f\.', 'final norm'), (r'lm_head\.', 'lm_head')],
+    'lstm': [(r'wte\.', 'embedding'), (r'lstm\.\w+_l(\d+)$', 'layer +{}'), (r'lm_head\.', 'lm_head')],
 }
 
 
@@ -308,18 +331,29 @@ def _addmm_(self, a, b, *args, out_shape=None, **kwargs):
     return 2 * a[0] * a[1] * b[1]
 
 
+def _mkldnn_lstm(x, w_ih, w_hh, *args, out_shape=None, **kwargs):
+    # oneDNN's LSTM layer (nn.LSTM on a CPU): x (T, B, in) times W_ih (4H, in) and h times W_hh (4H, H) every step
+    return 2 * x[0] * x[1] * (w_ih[0] * w_ih[1] + w_hh[0] * w_hh[1])
+
+
+def _mkldnn_lstm_backward(x, w_ih, w_hh, *args, out_shape=None, **kwargs):
+    return 2 * _mkldnn_lstm(x, w_ih, w_hh)  # input and weight gradients of both matmuls
+
+
 def measure_step(model, batch_size, seq_len, vocab_size, device='cpu', optimizer='adamw'):
     """
     One real training step (forward, backward, optimizer update) on random tokens under FlopCounterMode.
     -> {'forward': n, 'backward': n, 'optimizer': n, 'by_op': {op: n}}. torch's counter has no formula for the CPU
     flash-attention kernel (SDPA without dropout on a CPU) nor for the in-place addmm_ (the fused loss
-    accumulates its lm_head gradient with it); we register torch's own formulas for them.
+    accumulates its lm_head gradient with it); we register torch's own formulas for them. Nor for oneDNN's LSTM
+    layer (nn.LSTM on a CPU, one op per layer): ours, its two matmuls per step, backward 2x.
     """
     from torch.utils.flop_counter import FlopCounterMode
     aten = torch.ops.aten
     custom = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa,
               aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward,
-              aten.addmm_: _addmm_}
+              aten.addmm_: _addmm_,
+              aten.mkldnn_rnn_layer: _mkldnn_lstm, aten.mkldnn_rnn_layer_backward: _mkldnn_lstm_backward}
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(device)
     y = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(device)
@@ -342,41 +376,17 @@ def measure_step(model, batch_size, seq_len, vocab_size, device='cpu', optimizer
     return counts
 
 
-def measure_peak_flops(device, dtype=torch.float32, seconds=0.25):
-    """
-    FLOP/s of square matmuls on one device in dtype, a short benchmark (about `seconds`): the peak for MFU when the
-    config does not give one. -> (flops_per_second, description).
-    """
-    device = torch.device(device)
-    n = 4096 if device.type == 'cuda' else 1024
-    gen = torch.Generator(device).manual_seed(0)  # a private generator: the run's RNG stream must not move
-    a = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    b = torch.randn(n, n, device=device, dtype=dtype, generator=gen)
-    sync = torch.cuda.synchronize if device.type == 'cuda' else (lambda: None)
-    a @ b  # warm-up
-    sync()
-    reps, t0 = 0, time.perf_counter()
-    while True:
-        for _ in range(4):
-            a @ b
-        reps += 4
-        sync()
-        dt = time.perf_counter() - t0
-        if dt >= seconds:
-            break
-    name = str(dtype).replace('torch.', '')
-    return 2 * n ** 3 * reps / dt, f"measured: {n}x{n} {name} matmul on {device.type}"
-
-
 # -----------------------------------------------------------------------------------------------------------------
 # command line
+
+TRAIN_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
+
 
 def train_defaults():
     """train.py's configuration globals with their defaults, read from its source (importing it would train).
     A default computed at run time (device) becomes None: any value is accepted for it."""
-    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
     out = {}
-    for node in ast.parse(open(path).read()).body:
+    for node in ast.parse(open(TRAIN_PY).read()).body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
             name = node.targets[0].id
             if name == 'config_keys':  # the end of the defaults block
@@ -394,18 +404,13 @@ def run_iterations(cfg, data_dir, meta):
     why = []
     if cfg['max_epochs']:
         per_epoch = None
-        if meta is not None and cfg['batch_mode'] == 'random':
-            n = meta['splits']['train']['tokens']
-            n = min(n, cfg['data_limit']) if cfg['data_limit'] else n
-            per_epoch = -(-((n - 1) // T) // (B * accum))
-        elif meta is not None and os.path.isfile(os.path.join(data_dir, 'train.bin')):  # seed_lines windows
-            data = np.memmap(os.path.join(data_dir, 'train.bin'), dtype=np.uint16, mode='r')
-            data = data[:cfg['data_limit']] if cfg['data_limit'] else data
-            starts = np.flatnonzero(np.asarray(data) == meta['special_tokens'].get('<bos>', -1))
-            lengths = np.diff(np.append(starts, len(data)))
-            L = T + 1
-            windows = np.where(lengths <= L, 1, np.maximum(lengths - L, 0) // (L // 2) + 1).sum()
-            per_epoch = -(-int(windows) // (B * accum))
+        if meta is not None and os.path.isfile(os.path.join(data_dir, 'train.bin')):
+            train = data.load_split(data_dir, 'train')
+            train = train[:cfg['data_limit']] if cfg['data_limit'] else train
+            windows = 0
+            if cfg['batch_mode'] == 'seed_lines':
+                windows = len(data.line_windows(train, T + 1, meta['special_tokens'].get('<bos>', -1))[0])
+            per_epoch = data.iters_per_epoch(data.samples_per_epoch(cfg['batch_mode'], len(train), windows, T), B, accum)
         if per_epoch is None:
             why.append(f"max_epochs={cfg['max_epochs']} (iterations per epoch unknown without {data_dir})")
         else:
@@ -453,6 +458,13 @@ def print_table(s, width=66, matmul=True):
 
 
 def main(argv):
+    try:
+        run(argv)
+    except (FileNotFoundError, ValueError) as e:
+        fail(e)
+
+
+def run(argv):
     check = '--check' in argv
     argv = [a for a in argv if a != '--check']
     convention, rest, i = 'exact', [], 0
@@ -468,17 +480,18 @@ def main(argv):
         i += 1
     defaults = train_defaults()
     model_keys = {k: t for mt in ckpt_io.MODELS for k, (t, _) in ckpt_io.config_fields(mt).items() if k not in defaults}
-    overrides = configurator.parse_args(rest, defaults, model_keys)
+    overrides = configurator.parse_args(rest, defaults, model_keys, script=TRAIN_PY,
+                                        model_configs={mt: ckpt_io.model_classes(mt)[0] for mt in ckpt_io.MODELS})
     cfg = {**defaults, **{k: v for k, v in overrides.items() if k in defaults}}
     model_type = cfg['model_type']
     fields = ckpt_io.config_fields(model_type)
     bad = [k for k in overrides if k in model_keys and k not in fields]
     if bad:
-        raise SystemExit(f"error: '{bad[0]}' is not a field of {model_type}'s config ({', '.join(fields)})")
+        raise ValueError(f"'{bad[0]}' is not a field of {model_type}'s config ({', '.join(fields)})")
     model_args = {k: v for k, v in overrides.items() if k in fields}
     if 'block_size' in fields:
         model_args['block_size'] = cfg['block_size']
-    data_dir = cfg['dataset'] if os.path.isdir(cfg['dataset']) else os.path.join('data', cfg['dataset'])
+    data_dir = data.dataset_dir(cfg['dataset'])
     meta = None
     if os.path.isfile(os.path.join(data_dir, 'meta.json')):
         with open(os.path.join(data_dir, 'meta.json')) as f:
@@ -494,8 +507,8 @@ def main(argv):
     cfg_obj = _config(model_type, model_args)
     B, T, accum = cfg['batch_size'], cfg['block_size'], cfg['gradient_accumulation_steps']
     clip = bool(cfg['grad_clip_schedule']) or cfg['grad_clip'] > 0
-    device = cfg['device'] or ('cuda' if torch.cuda.is_available() else 'cpu')
-    device_type = torch.device(device).type
+    device = hardware.resolve_device(cfg['device'])
+    device_type = hardware.device_type(device)
     s = step_flops(model_type, cfg_obj, B, T, accum, cfg['optimizer'], clip, convention, device_type)
 
     print(f"{model_type}: {s['n_params']:,} parameters | batch {B} x {T} tokens"
@@ -544,7 +557,7 @@ def main(argv):
               f"recurrences/scans, optimizer): forward {a['forward'] - a['forward_matmul']:,}, "
               f"backward {a['backward'] - a['backward_matmul']:,}, optimizer {a['optimizer']:,}")
         if not ok:
-            raise SystemExit("error: the analytic matmul FLOPs of the step differ from torch's FlopCounterMode")
+            raise ValueError("the analytic matmul FLOPs of the step differ from torch's FlopCounterMode")
 
 
 if __name__ == '__main__':

@@ -49,7 +49,8 @@ class CausalSelfAttention(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        assert config.n_embd % config.n_head == 0, "n_embd must be divisible by n_head"
+        if config.n_embd % config.n_head:
+            raise ValueError(f"n_embd ({config.n_embd}) must be divisible by n_head ({config.n_head})")
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
         self.attn_dropout = config.dropout
@@ -143,8 +144,8 @@ class GPT(nn.Module):
     def _run(self, idx, caches=None, pos0=0):
         """idx (B, T) at absolute positions pos0 .. pos0+T-1 -> final hidden states (B, T, C), new caches."""
         B, T = idx.size()
-        assert pos0 + T <= self.config.block_size, \
-            f"cannot run {pos0 + T} positions, block_size is only {self.config.block_size}"
+        if pos0 + T > self.config.block_size:
+            raise ValueError(f"cannot run {pos0 + T} positions, block_size is only {self.config.block_size}")
         pos = torch.arange(pos0, pos0 + T, dtype=torch.long, device=idx.device)
         x = self.transformer.drop(self.transformer.wte(idx) + self.transformer.wpe(pos))
         new_caches = []
@@ -184,7 +185,8 @@ class GPT(nn.Module):
 
     def crop_block_size(self, block_size):
         """Shrink the model's context (e.g. load a block_size 1024 model and use 256)."""
-        assert block_size <= self.config.block_size
+        if block_size > self.config.block_size:
+            raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
         self.config.block_size = block_size
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
 

@@ -162,7 +162,8 @@ class NewLLM(nn.Module):
 
     def __init__(self, config):
         super().__init__()
-        assert config.vocab_size is not None and config.n_layer >= 1
+        if config.vocab_size is None or config.n_layer < 1:
+            raise ValueError(f"New-LLM needs a vocab_size and n_layer >= 1 (got {config.vocab_size}, {config.n_layer})")
         self.config = config
         E, C, H = config.n_embd, config.n_context, config.n_hidden
         self.wte = nn.Embedding(config.vocab_size, E)

@@ -65,6 +65,7 @@ import zipfile
 
 import numpy as np
 
+from cli import fail
 from tokenizer import GPT2Tokenizer, WordTokenizer
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
@@ -97,7 +98,7 @@ DOWNLOAD = {
 
 
 def die(msg):
-    raise SystemExit(f"error: {msg}")
+    raise ValueError(msg)  # the command line prints it as one line (cli.fail)
 
 
 def warn(msg):
@@ -455,22 +456,30 @@ def load_vocab_meta(path, line_format):
     return src
 
 
-def main(argv=None):
-    args = parse_args(argv)
-    t_start = time.time()
-
-    # the tokenizer's settings first: bad input fails before any reading or writing
+def setup_of(args):
+    """-> (the options that shape the data, recorded in meta.json; the default folder name under data/)."""
     if args.tokenizer == "word" and args.vocab_from:
         vsrc = load_vocab_meta(args.vocab_from, args.line_format)
         lowercase, vocab_k = bool(vsrc.get("lowercase", False)), len(vsrc["words"])
     else:
         lowercase, vocab_k = args.lowercase, args.vocab_size
-    name = f"{args.dataset}-gpt2" if args.tokenizer == "gpt2" else f"{args.dataset}-word{vocab_k}"
-    out_dir = args.out_dir or os.path.join(ROOT, "data", name)
     setup = {"dataset": args.dataset, "tokenizer": args.tokenizer, "lowercase": lowercase,
              "line_format": args.line_format}
     if args.line_format == "bos_eos":
         setup["min_line_words"] = args.min_line_words or 1
+    name = f"{args.dataset}-gpt2" if args.tokenizer == "gpt2" else f"{args.dataset}-word{vocab_k}"
+    return setup, name
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    t_start = time.time()
+
+    # the tokenizer's settings first: bad input fails before any reading or writing
+    setup, name = setup_of(args)
+    lowercase = setup["lowercase"]
+    vsrc = load_vocab_meta(args.vocab_from, args.line_format) if args.vocab_from else None
+    out_dir = args.out_dir or os.path.join(ROOT, "data", name)
     meta_path = os.path.join(out_dir, "meta.json")
     if os.path.exists(meta_path):
         try:
@@ -554,4 +563,7 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except (ValueError, FileNotFoundError) as e:
+        fail(e)

@@ -1,23 +1,32 @@
 """
-One training loop for the three models (GPT, New-LLM, ResNet-BK), after nanoGPT's train.py.
+One training loop for every model (GPT, New-LLM, ResNet-BK, ...), after nanoGPT's train.py.
 
-    python train.py config/wt2_gpt.py --max_iters=2000        # one process, CPU or one GPU
+    python train.py config/wt2_gpt.py --max_iters=2000        # one process: CUDA, Apple mps or the CPU
     torchrun --standalone --nproc_per_node=2 train.py config/wt2_gpt.py   # DDP (NCCL on CUDA, Gloo on CPU)
+    python train.py --help                                     # every key, its default and what it does
 
 Configuration: the globals below, then config files, then --key=value (configurator.py). Every field of the chosen
 model's config dataclass (e.g. New-LLM's n_hidden, ResNet-BK's n_experts) is a valid key too.
 
-Writes to out_dir: ckpt.pt (latest, for init_from='resume'), best.pt (best val loss), ckpt_epochN.pt (snapshots),
-history.json and curves.png (every evaluation), results.json (at the end). All written atomically.
+Writes to out_dir (made when training starts; a scratch run refuses an out_dir that holds another run unless
+--overwrite=True): ckpt.pt (latest, for init_from='resume'), best.pt (best val loss), ckpt_epochN.pt (snapshots),
+history.json and curves.png (every evaluation), results.json (at the end). All written atomically, so a kill at any
+moment leaves every file loadable.
+
+Resume is exact: a run stopped at any iteration (max_iters/max_epochs/max_time, SIGTERM or Ctrl-C) and resumed
+continues bit for bit as if it had never stopped (the data order is a function of the step, every rank's RNG state
+is saved). A stop off the evaluation grid saves ckpt.pt first, then evaluates the last weights for the record
+without touching the patience state or best.pt; a signal saves ckpt.pt and exits.
 """
 import dataclasses
+import glob
 import json
 import math
 import os
 import resource
+import signal
 import sys
 import time
-from contextlib import nullcontext
 
 import numpy as np
 import torch
@@ -27,34 +36,39 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 import checkpoint as ckpt_io
 import configurator
 import curves
+import data
 import flops
-from eval import evaluate_tokens, score_logits, split_metrics
+import hardware
+from cli import fail
+from eval import Progress, evaluate_tokens, score_logits, split_metrics
 
 # -----------------------------------------------------------------------------
 # default config values
 # I/O
 out_dir = 'out'
+overwrite = False          # a scratch run into an out_dir that holds a run: True deletes that run's files first
 eval_interval = 250        # iterations between evaluations; 0 = at the end of every epoch
 log_interval = 10
 eval_iters = 50            # batches per quick estimate of train/val loss (ignored when eval_full)
 eval_full = False          # evaluate the whole val split at each evaluation instead of eval_iters random batches
-eval_only = False
+eval_only = False          # evaluate the initial (or resumed) model and exit
 always_save_checkpoint = True   # write ckpt.pt at every evaluation (best.pt is written whenever val improves)
-snapshot_every_epochs = 0  # also keep out_dir/ckpt_epoch{N}.pt every N epochs; 0 = off
+snapshot_every_epochs = 0  # also keep out_dir/ckpt_epoch{N}.pt at every N-th epoch boundary; 0 = off
 init_from = 'scratch'      # 'scratch', 'resume' (out_dir/ckpt.pt), or a path to a checkpoint to start from
 # wandb logging
 wandb_log = False
 wandb_project = 'linlm'
 wandb_run_name = 'run'
 # data
-dataset = 'wikitext2-gpt2'  # a folder under data/, or a path to one
+dataset = 'wikitext2-gpt2'  # a folder under data/ (beside this file), or a path to one
+prepare_args = ''           # prepare.py's arguments that make `dataset`; '' = `<name>` for <name>-gpt2, else unchecked
 batch_mode = 'random'       # 'random': windows at random offsets of the stream; 'seed_lines': New-LLM seed's line windows
 data_limit = 0              # use only the first data_limit train tokens; 0 = all
 gradient_accumulation_steps = 1
 batch_size = 12
 block_size = 256
 # model
-model_type = 'gpt'          # 'gpt' | 'newllm' | 'resnetbk'; model fields (n_layer, n_embd, ...) are set like globals
+model_type = 'gpt'          # a model of checkpoint.MODELS; its fields (n_layer, n_embd, ...) are set like globals
 # optimizer
 optimizer = 'adamw'         # 'adamw' (weight decay on >= 2-D weights only) or 'adam' (no decay)
 learning_rate = 6e-4
@@ -65,21 +79,21 @@ weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
 grad_clip = 1.0             # clip the global gradient norm at this value; 0 = off
-grad_clip_schedule = []     # [(from_epoch, clip), ...] e.g. the New-LLM seed's [(0, 0.5), (10, 1.0), (30, 2.0)]
+grad_clip_schedule = []     # [(from_epoch, clip), ...] from epoch 0, e.g. the New-LLM seed's [(0, 0.5), (10, 1.0), (30, 2.0)]
 # learning rate schedule
-decay_lr = True             # cosine decay to min_lr after warmup; False = constant after warmup
+decay_lr = True             # cosine decay to min_lr after warmup (over lr_decay_iters, else the run); False = constant
 warmup_iters = 100
-lr_decay_iters = 0          # 0 = the run's length in iterations
+lr_decay_iters = 0          # 0 = the run's length: its iterations, or for a max_time-only run its seconds
 min_lr = 6e-5
 # early stopping
 patience = 0                # stop after this many evaluations without improvement; 0 = off
 min_delta = 0.0             # an improvement must lower the val loss by more than this
 max_bad_steps = 5           # stop after this many non-finite losses in a row
 # system
-device = 'cuda' if torch.cuda.is_available() else 'cpu'
-dtype = 'float32'           # 'float32', 'bfloat16' or 'float16' (autocast; float16 uses a GradScaler)
-compile = False
-peak_flops = 0.0            # peak FLOP/s of one device, for MFU; 0 = measure once with a short matmul benchmark
+device = 'auto'             # 'auto' (cuda, else mps, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'
+dtype = 'auto'              # 'auto' (bfloat16 where it is fast here, else float32: hardware.py), 'float32', 'bfloat16', 'float16'
+compile = False             # torch.compile the model
+peak_flops = 0.0            # peak FLOP/s of one device, for MFU; 0 = the matmul rate of the run's dtype, measured
 seed = 1337
 # -----------------------------------------------------------------------------
 config_keys = [k for k, v in globals().items() if not k.startswith('_') and isinstance(v, (int, float, bool, str, list))]
@@ -89,19 +103,59 @@ for _mt in ckpt_io.MODELS:
     for _k, (_t, _d) in ckpt_io.config_fields(_mt).items():
         if _k not in _defaults:
             _model_keys[_k] = _t
-_overrides = configurator.parse_args(sys.argv[1:], _defaults, _model_keys)
+_overrides = configurator.parse_args(sys.argv[1:], _defaults, _model_keys, script=__file__,
+                                     model_configs={_mt: ckpt_io.model_classes(_mt)[0] for _mt in ckpt_io.MODELS})
 globals().update({k: v for k, v in _overrides.items() if k in _defaults})
 config = {k: globals()[k] for k in config_keys}
 # model config: the fields the user set, the rest from the model's dataclass defaults
-_fields = ckpt_io.config_fields(model_type)
+try:
+    _fields = ckpt_io.config_fields(model_type)
+except ValueError as e:
+    fail(e)
 for _k in _overrides:
     if _k in _model_keys and _k not in _fields:
-        raise SystemExit(f"error: '{_k}' is not a field of {model_type}'s config "
-                         f"({', '.join(_fields)})")
+        fail(f"'{_k}' is not a field of {model_type}'s config ({', '.join(_fields)})")
 model_overrides = {k: v for k, v in _overrides.items() if k in _fields}
 config.update(model_overrides)
+
+
+def check_config():
+    """Values that are wrong whatever the data: one line each, before anything is read or written."""
+    positive = ('batch_size', 'block_size', 'gradient_accumulation_steps', 'log_interval', 'max_bad_steps')
+    for k in positive:
+        if globals()[k] < 1:
+            fail(f"{k} must be >= 1, not {globals()[k]}")
+    for k in ('eval_interval', 'eval_iters', 'data_limit', 'max_iters', 'max_epochs', 'max_time', 'warmup_iters',
+              'lr_decay_iters', 'patience', 'snapshot_every_epochs', 'learning_rate', 'min_lr', 'weight_decay',
+              'grad_clip', 'peak_flops'):
+        if globals()[k] < 0:
+            fail(f"{k} must be >= 0, not {globals()[k]}")
+    if not eval_full and eval_iters < 1:
+        fail("eval_iters must be >= 1 (or eval_full=True)")
+    if batch_mode not in ('random', 'seed_lines'):
+        fail(f"batch_mode must be 'random' or 'seed_lines', not {batch_mode!r}")
+    if optimizer not in ('adamw', 'adam'):
+        fail(f"optimizer must be 'adamw' or 'adam', not {optimizer!r}")
+    if grad_clip_schedule:
+        try:
+            sched = sorted((int(e), float(c)) for e, c in grad_clip_schedule)
+        except (TypeError, ValueError):
+            fail(f"grad_clip_schedule must be a list of (from_epoch, clip) pairs, not {grad_clip_schedule!r}")
+        if sched[0][0] != 0:
+            fail(f"grad_clip_schedule must start at epoch 0 (it starts at {sched[0][0]}): {grad_clip_schedule!r}")
+    if not (max_iters or max_epochs or max_time):
+        fail("set max_iters, max_epochs or max_time, or the run never ends")
+    if init_from not in ('scratch', 'resume') and not os.path.isfile(init_from):
+        fail(f"init_from={init_from!r}: no such checkpoint (use 'scratch', 'resume' or a path to a .pt file)")
+
+
+check_config()
 # -----------------------------------------------------------------------------
-# DDP: one process per device, rank 0 logs and writes
+# device, precision, DDP: one process per device, rank 0 logs and writes
+try:
+    device = hardware.resolve_device(device)
+except ValueError as e:
+    fail(e)
 ddp = int(os.environ.get('RANK', -1)) != -1
 if ddp:
     dist.init_process_group(backend='nccl' if device.startswith('cuda') else 'gloo')
@@ -110,21 +164,25 @@ if ddp:
         device = f'cuda:{ddp_local_rank}'
         torch.cuda.set_device(device)
     if gradient_accumulation_steps % ddp_world_size != 0:
-        raise SystemExit(f"error: gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of "
-                         f"the number of processes ({ddp_world_size})")
+        fail(f"gradient_accumulation_steps={gradient_accumulation_steps} must be a multiple of the number of "
+             f"processes ({ddp_world_size})")
 else:
     ddp_rank, ddp_world_size = 0, 1
 master_process = ddp_rank == 0
 local_accum_steps = gradient_accumulation_steps // ddp_world_size
 tokens_per_iter = gradient_accumulation_steps * batch_size * block_size
-if master_process:
-    os.makedirs(out_dir, exist_ok=True)
 torch.manual_seed(seed + ddp_rank)
-device_type = 'cuda' if device.startswith('cuda') else 'cpu'
-if dtype not in ('float32', 'bfloat16', 'float16'):
-    raise SystemExit(f"error: dtype must be float32, bfloat16 or float16, not {dtype!r}")
-ptdtype = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}[dtype]
-ctx = nullcontext() if dtype == 'float32' else torch.amp.autocast(device_type=device_type, dtype=ptdtype)
+device_type = hardware.device_type(device)
+try:  # the run's precision, measured on this device (hardware.py); every rank takes rank 0's choice
+    dtype_choice = hardware.choose_dtype(dtype, device)
+except ValueError as e:
+    fail(e)
+if ddp:
+    _choice = [dtype_choice.dtype]
+    dist.broadcast_object_list(_choice, src=0)
+    dtype_choice.dtype = _choice[0]
+run_dtype = dtype_choice.dtype  # config['dtype'] keeps what was asked for ('auto')
+ctx = hardware.autocast(device, run_dtype)
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
@@ -136,79 +194,36 @@ def log(*args):
 
 
 # -----------------------------------------------------------------------------
-# data
-data_dir = dataset if os.path.isdir(dataset) else os.path.join('data', dataset)
-if not os.path.isfile(os.path.join(data_dir, 'meta.json')):
-    name, _, tok = os.path.basename(dataset.rstrip('/')).partition('-')
-    known = name in ('wikitext2', 'wikitext103', 'dailydialog')             # prepare.py's datasets
-    if known and tok == 'gpt2':
-        hint = f"make it with `python prepare.py {name}`"
-    elif known and tok.startswith('word') and tok[4:].isdigit():
-        hint = (f"make it with `python prepare.py {name} --tokenizer word --vocab_size {tok[4:]}` and the options "
-                f"of its config (README, Data)")
-    else:
-        hint = "prepare.py writes data/<wikitext2|wikitext103|dailydialog>-<gpt2|word<K>> (README, Data)"
-    raise SystemExit(f"error: dataset {dataset!r} not found ({data_dir}/meta.json is missing); {hint}")
-with open(os.path.join(data_dir, 'meta.json')) as f:
-    meta = json.load(f)
-
-
-def load_split(split):
-    path = os.path.join(data_dir, f'{split}.bin')
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: {path} is missing; re-run prepare.py for this dataset")
-    return np.memmap(path, dtype=np.uint16, mode='r')
-
-
-train_data, val_data = load_split('train'), load_split('val')
+# data (data.py): the splits as memmaps, the seed's line windows, batches as a pure function of the step
+_name = os.path.basename(dataset.rstrip('/'))
+if not prepare_args and _name.endswith('-gpt2') and _name[:-5] in ('wikitext2', 'wikitext103', 'dailydialog'):
+    prepare_args = _name[:-5]
+try:
+    data_dir, meta = data.load_meta(dataset, prepare_args)
+    train_data, val_data = data.load_split(data_dir, 'train'), data.load_split(data_dir, 'val')
+except (FileNotFoundError, ValueError) as e:
+    fail(e)
 if data_limit:
     train_data = train_data[:data_limit]
-
-
-def line_windows(data, length):
-    """
-    The New-LLM seed's sequences: each segment from one <bos> to the next (a `<bos> ... <eos>` line of WikiText, a
-    whole dialogue of DailyDialog) of at most `length` tokens is one window (padded); a longer one is cut into windows
-    of `length` at stride length // 2, the tail dropped. -> (starts, lengths) int64 arrays.
-    """
+if batch_mode == 'random':
+    for name, split in (('train', train_data), ('val', val_data)):
+        if len(split) < block_size + 1:
+            fail(f"the {name} split has {len(split):,} tokens{' (data_limit)' if name == 'train' and data_limit else ''}"
+                 f", fewer than block_size + 1 = {block_size + 1}")
+    n_train_windows = 0
+else:
     bos = meta['special_tokens'].get('<bos>')
     if bos is None:
-        raise SystemExit("error: batch_mode='seed_lines' needs <bos> segments (prepare.py --line_format bos_eos)")
-    arr = np.asarray(data)
-    seg_starts = np.flatnonzero(arr == bos)
-    seg_ends = np.append(seg_starts[1:], len(arr))
-    starts, lengths = [], []
-    for s, e in zip(seg_starts, seg_ends):
-        n = e - s
-        if n <= length:
-            starts.append(s); lengths.append(n)
-        else:
-            for w in range(s, e - length + 1, length // 2):
-                starts.append(w); lengths.append(length)
-    return np.array(starts, dtype=np.int64), np.array(lengths, dtype=np.int64)
-
-
-if batch_mode == 'seed_lines':
-    train_windows, val_windows = line_windows(train_data, block_size + 1), line_windows(val_data, block_size + 1)
-    samples_per_epoch = len(train_windows[0])
+        fail("batch_mode='seed_lines' needs <bos> segments (prepare.py --line_format bos_eos)")
+    train_windows = data.line_windows(train_data, block_size + 1, bos)
+    val_windows = data.line_windows(val_data, block_size + 1, bos)
+    if len(train_windows[0]) == 0 or len(val_windows[0]) == 0:
+        fail(f"no <bos> line windows in the {'train' if len(train_windows[0]) == 0 else 'val'} split")
+    n_train_windows = len(train_windows[0])
     log(f"seed_lines: {len(train_windows[0]):,} train windows, {len(val_windows[0]):,} val windows")
-elif batch_mode == 'random':
-    samples_per_epoch = (len(train_data) - 1) // block_size  # an epoch reads every train token about once
-else:
-    raise SystemExit(f"error: batch_mode must be 'random' or 'seed_lines', not {batch_mode!r}")
-iters_per_epoch = max(1, math.ceil(samples_per_epoch / (batch_size * gradient_accumulation_steps)))
-
-
-def windows_batch(data, windows, rows):
-    """Rows of the line windows -> x, y (B, block_size); padding is input 0 / target -1."""
-    starts, lengths = windows
-    pad = meta.get('pad_token') or 0
-    offsets = np.arange(block_size + 1)
-    idx = starts[rows, None] + offsets[None, :]
-    valid = offsets[None, :] < lengths[rows, None]
-    seq = np.where(valid, np.asarray(data)[np.minimum(idx, len(data) - 1)].astype(np.int64), -1)
-    x = np.where(seq[:, :-1] == -1, pad, seq[:, :-1])
-    return torch.from_numpy(x), torch.from_numpy(seq[:, 1:].copy())
+samples_per_epoch = data.samples_per_epoch(batch_mode, len(train_data), n_train_windows, block_size)
+iters_per_epoch = data.iters_per_epoch(samples_per_epoch, batch_size, gradient_accumulation_steps)
+pad_token = meta.get('pad_token') or 0
 
 
 def get_batch(split, step, micro_step, purpose=0):
@@ -217,7 +232,7 @@ def get_batch(split, step, micro_step, purpose=0):
     state, and under DDP rank r takes micro-steps r, r + world, ... of the same global step, exactly as one process
     would. purpose 0 = training; 1 = the fixed batches of the quick loss estimates.
     """
-    data = train_data if split == 'train' else val_data
+    split_data = train_data if split == 'train' else val_data
     rng = np.random.default_rng([seed, purpose, split == 'train', step, micro_step])
     if batch_mode == 'seed_lines':
         windows = train_windows if split == 'train' else val_windows
@@ -230,15 +245,25 @@ def get_batch(split, step, micro_step, purpose=0):
                 rows = perm[:batch_size]
         else:
             rows = rng.integers(len(windows[0]), size=batch_size)
-        x, y = windows_batch(data, windows, rows)
+        x, y = data.windows_batch(split_data, windows, rows, block_size, pad_token)
     else:
-        ix = rng.integers(len(data) - block_size - 1, size=batch_size)
-        x = torch.from_numpy(np.stack([data[i:i + block_size] for i in ix]).astype(np.int64))
-        y = torch.from_numpy(np.stack([data[i + 1:i + 1 + block_size] for i in ix]).astype(np.int64))
+        x, y = data.random_batch(split_data, rng, batch_size, block_size)
+    x, y = torch.from_numpy(x), torch.from_numpy(y)
     if device_type == 'cuda':
         return x.pin_memory().to(device, non_blocking=True), y.pin_memory().to(device, non_blocking=True)
     return x.to(device), y.to(device)
 
+
+# -----------------------------------------------------------------------------
+# the run's folder: a scratch run never silently replaces another run's results
+RUN_FILES = ('ckpt.pt', 'best.pt', 'history.json', 'results.json', 'curves.png')
+if init_from != 'resume' and not eval_only:
+    held = [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
+    if held and not overwrite:
+        fail(f"{out_dir} already holds a run ({', '.join(held)}); continue it with --init_from=resume, write to "
+             f"another --out_dir, or replace it with --overwrite=True")
+if init_from == 'resume' and not os.path.isfile(os.path.join(out_dir, 'ckpt.pt')):
+    fail(f"init_from='resume' but {out_dir}/ckpt.pt does not exist (start with init_from='scratch')")
 
 # -----------------------------------------------------------------------------
 # model, optimizer, state
@@ -247,62 +272,79 @@ if 'block_size' in _fields:
     model_args['block_size'] = block_size
 iter_num, best_val_loss, evals_since_best, bad_steps, train_seconds = 0, float('inf'), 0, 0, 0.0
 history, epoch_log = [], []
-loss_sum, loss_count, epoch_start_seconds = 0.0, 0, 0.0  # running train loss of the current epoch
+loss_sum, loss_count, epoch_start_seconds = 0.0, 0, 0.0  # running train cross-entropy of the current epoch
 checkpoint = None
-if init_from == 'resume':
-    checkpoint = ckpt_io.load_checkpoint(os.path.join(out_dir, 'ckpt.pt'), map_location=device)
-    if checkpoint['model_type'] != model_type:
-        raise SystemExit(f"error: {out_dir}/ckpt.pt holds a {checkpoint['model_type']} model, not {model_type}")
-    model_args = checkpoint['model_args']
-    iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
-    evals_since_best, train_seconds = checkpoint['evals_since_best'], checkpoint['train_seconds']
-    history, epoch_log = checkpoint['history'], checkpoint['epoch_log']
-    loss_sum, loss_count, epoch_start_seconds = checkpoint['epoch_running']
-elif init_from != 'scratch':  # fine-tuning: the weights of another run, everything else new
-    checkpoint = ckpt_io.load_checkpoint(init_from, map_location=device)
-    if checkpoint['model_type'] != model_type:
-        raise SystemExit(f"error: {init_from} holds a {checkpoint['model_type']} model, not {model_type}")
-    src_meta = checkpoint.get('meta', {})
-    if src_meta.get('tokenizer') != meta['tokenizer'] or src_meta.get('vocab_size') != meta['vocab_size'] or \
-            src_meta.get('words') != meta.get('words'):
-        raise SystemExit(f"error: vocabulary mismatch: {init_from} was trained with {src_meta.get('tokenizer')} "
-                         f"(vocab {src_meta.get('vocab_size')}) but {dataset} uses {meta['tokenizer']} "
-                         f"(vocab {meta['vocab_size']}); prepare the data with the same tokenizer "
-                         f"(word: prepare.py --vocab_from <pretraining meta.json>)")
-    shape_keys = [k for k in checkpoint['model_args'] if k != 'dropout']
-    diff = [k for k in shape_keys if checkpoint['model_args'][k] != model_args.get(k, checkpoint['model_args'][k])]
-    if diff:
-        raise SystemExit("error: model config differs from the checkpoint's: " +
-                         ', '.join(f"{k}={model_args[k]} vs {checkpoint['model_args'][k]}" for k in diff))
-    model_args = dict(checkpoint['model_args'], **{k: v for k, v in model_args.items() if k == 'dropout'})
-model = ckpt_io.build_model(model_type, model_args)
+if init_from != 'scratch':
+    source = os.path.join(out_dir, 'ckpt.pt') if init_from == 'resume' else init_from
+    try:
+        checkpoint = ckpt_io.load_checkpoint(source, map_location=device)
+        if checkpoint['model_type'] != model_type:
+            raise ValueError(f"{source} holds a {checkpoint['model_type']} model, not {model_type}")
+        data.check_vocabulary(checkpoint.get('meta', {}), meta, source, dataset)
+        # the checkpoint's model, with the user's overrides that keep its shapes (dropout, scans, ...)
+        wanted = {k: v for k, v in model_overrides.items() if k != 'block_size'}
+        model_args, changed = ckpt_io.merge_model_args(model_type, checkpoint['model_args'], wanted, source)
+    except (FileNotFoundError, ValueError) as e:
+        fail(e)
+    for k, (old, new) in changed.items():
+        log(f"{source}: {k} = {new!r} (the checkpoint had {old!r})")
+    if init_from == 'resume':
+        iter_num, best_val_loss = checkpoint['iter_num'], checkpoint['best_val_loss']
+        evals_since_best, train_seconds = checkpoint['evals_since_best'], checkpoint['train_seconds']
+        history, epoch_log = checkpoint['history'], checkpoint['epoch_log']
+        loss_sum, loss_count, epoch_start_seconds = checkpoint['epoch_running']
+if model_args.get('block_size', block_size) < block_size:
+    fail(f"block_size {block_size} exceeds the model's {model_args['block_size']}")
+try:
+    model = ckpt_io.build_model(model_type, model_args)
+except (TypeError, ValueError) as e:
+    fail(f"{model_type}: {e}")
 if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
 model.to(device)
-if model_args.get('block_size', block_size) < block_size:
-    raise SystemExit(f"error: block_size {block_size} exceeds the model's {model_args['block_size']}")
 
 # AdamW decays only >= 2-D weights (matmuls, embeddings); biases and norm gains are not decayed
-# fused: one kernel for all parameters (device_type is cpu or cuda; on this 2-core CPU 3.1 ms per step against
-# 10.8-26 ms for the per-tensor loops at ResNet-BK's 4.1M parameters)
+# fused: one kernel for all parameters on a CPU or CUDA device, far faster than per-tensor loops; elsewhere (mps)
+# PyTorch's default implementation
+fused = device_type in ('cpu', 'cuda')
 params = [p for p in model.parameters() if p.requires_grad]
 if optimizer == 'adamw':
     groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
               {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    opt = torch.optim.AdamW(groups, lr=learning_rate, betas=(beta1, beta2), fused=True)
-elif optimizer == 'adam':
-    opt = torch.optim.Adam(params, lr=learning_rate, betas=(beta1, beta2), fused=True)
+    opt = torch.optim.AdamW(groups, lr=learning_rate, betas=(beta1, beta2), fused=fused)
 else:
-    raise SystemExit(f"error: optimizer must be 'adamw' or 'adam', not {optimizer!r}")
-scaler = torch.amp.GradScaler(device_type, enabled=(dtype == 'float16'))
+    opt = torch.optim.Adam(params, lr=learning_rate, betas=(beta1, beta2), fused=fused)
+scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == 'float16'))
+
+
+def device_rng():
+    """The accelerator's RNG module (dropout masks on the device), or None on the CPU."""
+    return {'cuda': torch.cuda, 'mps': getattr(torch, 'mps', None)}.get(device_type)
+
+
+def rng_states():
+    """Every rank's RNG states [(cpu, device or None), ...] (a collective under DDP: all ranks call it)."""
+    mine = (torch.get_rng_state(), device_rng().get_rng_state().cpu() if device_rng() else None)
+    if not ddp:
+        return [mine]
+    gathered = [None] * ddp_world_size
+    dist.all_gather_object(gathered, mine)
+    return gathered
+
+
 if init_from == 'resume':
     for group in checkpoint['optimizer']['param_groups']:
-        group['fused'] = True                  # the saved groups' flag would win (older CPU runs saved False)
+        group['fused'] = fused                 # the saved groups' flag would win (the run may be on another device)
     opt.load_state_dict(checkpoint['optimizer'])
     scaler.load_state_dict(checkpoint['scaler'])
-    torch.set_rng_state(checkpoint['rng_cpu'])
-    if device_type == 'cuda' and checkpoint.get('rng_cuda') is not None:
-        torch.cuda.set_rng_state(checkpoint['rng_cuda'])
+    saved = checkpoint.get('rng') or [(checkpoint['rng_cpu'], checkpoint.get('rng_cuda'))]  # or an older run's
+    if len(saved) != ddp_world_size:
+        log(f"resume: the checkpoint holds the RNG states of {len(saved)} process(es), this run has "
+            f"{ddp_world_size}: the run continues, but not bit for bit as it would have")
+    cpu_state, dev_state = saved[ddp_rank % len(saved)]
+    torch.set_rng_state(cpu_state)
+    if dev_state is not None and device_rng() is not None:
+        device_rng().set_rng_state(dev_state)
 checkpoint = None  # free memory
 
 raw_model = model
@@ -314,6 +356,9 @@ if ddp:
 n_params = raw_model.get_num_params()
 log(f"{model_type}: {n_params:,} parameters | {dataset}: {len(train_data):,} train tokens, vocab {meta['vocab_size']} "
     f"| {iters_per_epoch:,} iterations per epoch of {tokens_per_iter:,} tokens")
+log(f"device {device} | {dtype_choice.reason}")
+if dtype_choice.warning:
+    log(dtype_choice.warning)
 # FLOPs of one iteration (all micro-batches and ranks, the optimizer once; flops.py) and the peak for MFU
 step_flops = flops.step_flops(model_type, raw_model.config, batch_size, block_size, gradient_accumulation_steps,
                               optimizer, bool(grad_clip_schedule) or grad_clip > 0, device_type=device_type,
@@ -321,30 +366,33 @@ step_flops = flops.step_flops(model_type, raw_model.config, batch_size, block_si
 flops_per_iter = step_flops['per_step']
 if peak_flops > 0:
     peak, peak_source = peak_flops, 'peak_flops from the config'
-elif master_process:
-    peak, peak_source = flops.measure_peak_flops(device, ptdtype)
 else:
-    peak, peak_source = float('inf'), 'measured on rank 0'  # only rank 0 logs
+    peak, peak_source = dtype_choice.rates[run_dtype], f"{run_dtype} matmul rate measured at start-up, best of 3"
 log(f"{flops_per_iter:.4g} FLOPs per iteration (forward {step_flops['forward']:.4g}, backward "
     f"{step_flops['backward']:.4g}, optimizer {step_flops['optimizer']:.4g}) | MFU against {peak:.4g} FLOP/s per "
     f"device ({peak_source})")
 
 # run length in iterations: the tightest of max_iters and max_epochs (max_time is checked as we go)
 total_iters = min([n for n in (max_iters, max_epochs * iters_per_epoch) if n > 0], default=0)
-if total_iters == 0 and max_time <= 0:
-    raise SystemExit("error: set max_iters, max_epochs or max_time, or the run never ends")
 decay_iters = lr_decay_iters or total_iters
 
 
-def get_lr(it):
-    """Linear warmup, then cosine from learning_rate to min_lr over decay_iters (or constant)."""
+def get_lr(it, seconds):
+    """
+    Linear warmup over warmup_iters, then cosine from learning_rate to min_lr (or constant with decay_lr=False).
+    The cosine runs over decay_iters iterations, or in a run bounded by max_time alone over its training seconds:
+    progress = seconds / max_time (a timed run is not repeatable bit for bit anyway; resume continues the schedule
+    from the saved seconds).
+    """
     if it < warmup_iters:
         return learning_rate * (it + 1) / (warmup_iters + 1)
-    if not decay_lr or decay_iters == 0:
+    if not decay_lr:
         return learning_rate
-    if it > decay_iters:
-        return min_lr
-    ratio = (it - warmup_iters) / max(1, decay_iters - warmup_iters)
+    if decay_iters:
+        ratio = (it - warmup_iters) / max(1, decay_iters - warmup_iters)
+    else:
+        ratio = seconds / max_time
+    ratio = min(ratio, 1.0)
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * ratio)) * (learning_rate - min_lr)
 
 
@@ -352,6 +400,11 @@ def get_clip(epoch):
     if grad_clip_schedule:
         return [c for e, c in sorted(grad_clip_schedule) if epoch >= e][-1]
     return grad_clip
+
+
+def aux_losses():
+    """The auxiliary terms of the last training forward (ResNet-BK's balance, ponder, sparsity), detached."""
+    return getattr(raw_model, 'last_aux', {}) or {}
 
 
 @torch.no_grad()
@@ -370,8 +423,9 @@ def estimate_loss():
             continue
         if eval_full and split == 'val':  # the seed's metric: its val windows, each from a zero context
             n_rows = len(val_windows[0])
-            batches = (windows_batch(val_data, val_windows, np.arange(r0, min(r0 + batch_size, n_rows)))
-                       for r0 in range(0, n_rows, batch_size))
+            batches = (data.windows_batch(val_data, val_windows, np.arange(r0, min(r0 + batch_size, n_rows)),
+                                          block_size, pad_token) for r0 in range(0, n_rows, batch_size))
+            batches = ((torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches)
         else:
             batches = (get_batch(split, k, 0, purpose=1) for k in range(eval_iters))
         nll = count = correct = 0
@@ -385,15 +439,27 @@ def estimate_loss():
     return out
 
 
-def save_checkpoint(path):
+def save_checkpoint(path, rngs):
+    """rngs: rng_states(), gathered by every rank before rank 0 writes."""
     ckpt_io.atomic_torch_save({
         'model': raw_model.state_dict(), 'model_type': model_type, 'model_args': dataclasses.asdict(raw_model.config),
         'meta': meta, 'config': config, 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(),
         'iter_num': iter_num, 'best_val_loss': best_val_loss, 'evals_since_best': evals_since_best,
         'train_seconds': train_seconds, 'history': history, 'epoch_log': epoch_log,
-        'epoch_running': [loss_sum, loss_count, epoch_start_seconds],
-        'rng_cpu': torch.get_rng_state(), 'rng_cuda': torch.cuda.get_rng_state() if device_type == 'cuda' else None,
+        'epoch_running': [loss_sum, loss_count, epoch_start_seconds], 'rng': rngs,
     }, path)
+
+
+def save_latest():
+    """ckpt.pt, the exact state to resume from (all ranks call it)."""
+    rngs = rng_states()
+    if master_process and always_save_checkpoint:
+        save_checkpoint(os.path.join(out_dir, 'ckpt.pt'), rngs)
+
+
+def mfu_text(mfu):
+    # the peak is a measurement too: on a busy machine it can come out low, and MFU then above 100%
+    return f"{100 * mfu:.1f}%" + (' (above 100%: the peak was measured low)' if mfu > 1 else '')
 
 
 def peak_memory_mb():
@@ -403,9 +469,9 @@ def peak_memory_mb():
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'cpu_peak_rss'
 
 
-if wandb_log and master_process:
-    import wandb
-    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+def write_history(records):
+    ckpt_io.atomic_write_text(json.dumps(records, indent=1), os.path.join(out_dir, 'history.json'))
+    curves.plot(records, iters_per_epoch, os.path.join(out_dir, 'curves.png'), title=f"{model_type} on {dataset}")
 
 
 def evaluate_and_checkpoint():
@@ -419,7 +485,7 @@ def evaluate_and_checkpoint():
     else:
         evals_since_best += 1
     history.append({'iter': iter_num, 'epoch': iter_num / iters_per_epoch, 'tokens': iter_num * tokens_per_iter,
-                    'seconds': train_seconds, 'lr': get_lr(max(iter_num - 1, 0)),
+                    'seconds': train_seconds, 'lr': get_lr(max(iter_num - 1, 0), train_seconds),
                     'train_loss': losses['train']['loss'], 'val_loss': val_loss, 'val_ppl': math.exp(val_loss),
                     'val_accuracy': losses['val']['accuracy'], 'best': improved})
     log(f"eval iter {iter_num}: train loss {losses['train']['loss']:.4f}, val loss {val_loss:.4f}, "
@@ -427,13 +493,13 @@ def evaluate_and_checkpoint():
         f"{' (best)' if improved else f' (no improvement for {evals_since_best})'}")
     if wandb_log and master_process:
         wandb.log({k: v for k, v in history[-1].items() if k != 'best'}, step=iter_num)
+    rngs = rng_states()
     if master_process:
         if improved:
-            save_checkpoint(os.path.join(out_dir, 'best.pt'))
+            save_checkpoint(os.path.join(out_dir, 'best.pt'), rngs)
         if always_save_checkpoint:
-            save_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
-        ckpt_io.atomic_write_text(json.dumps(history, indent=1), os.path.join(out_dir, 'history.json'))
-        curves.plot(history, iters_per_epoch, os.path.join(out_dir, 'curves.png'), title=f"{model_type} on {dataset}")
+            save_checkpoint(os.path.join(out_dir, 'ckpt.pt'), rngs)
+        write_history(history)
     return patience > 0 and evals_since_best >= patience
 
 
@@ -444,6 +510,28 @@ if eval_only:
 
 # -----------------------------------------------------------------------------
 # training loop
+if master_process:
+    if init_from != 'resume' and overwrite:  # the old run's files all go, not only those this run rewrites
+        for f in [os.path.join(out_dir, f) for f in RUN_FILES] + glob.glob(os.path.join(out_dir, 'ckpt_epoch*.pt')):
+            if os.path.exists(f):
+                os.remove(f)
+    os.makedirs(out_dir, exist_ok=True)
+if wandb_log and master_process:
+    import wandb
+    wandb.init(project=wandb_project, name=wandb_run_name, config=config)
+stop_signal = None
+
+
+def on_signal(signum, frame):  # finish the current iteration, save ckpt.pt, exit; a second signal stops at once
+    global stop_signal
+    if stop_signal is not None:
+        raise KeyboardInterrupt
+    stop_signal = signal.Signals(signum).name
+
+
+signal.signal(signal.SIGTERM, on_signal)
+signal.signal(signal.SIGINT, on_signal)
+val_targets = len(val_data) - 1
 model.train()
 stop_reason = None
 while True:
@@ -453,12 +541,19 @@ while True:
     if max_time and train_seconds >= max_time:
         stop_reason = f"reached max_time ({max_time:.0f} s)"
         break
+    signalled = torch.tensor(float(stop_signal is not None))
+    if ddp:  # every rank stops at the same iteration
+        dist.all_reduce(signalled, op=dist.ReduceOp.MAX)
+    if signalled.item():
+        stop_reason = f"{stop_signal or 'a signal on another rank'}: ckpt.pt saved, resume with --init_from=resume"
+        break
     epoch = iter_num // iters_per_epoch
-    lr = get_lr(iter_num)
+    lr = get_lr(iter_num, train_seconds)
     for group in opt.param_groups:
         group['lr'] = lr
     t0 = time.time()
     loss_value = torch.zeros((), device=device)  # mean loss over the step's micro-batches (all ranks)
+    aux_value = torch.zeros((), device=device)   # its auxiliary terms (the rest is cross-entropy)
     for micro in range(local_accum_steps):
         x, y = get_batch('train', iter_num, micro * ddp_world_size + ddp_rank)
         if ddp:  # sync gradients only on the last micro-step
@@ -467,9 +562,11 @@ while True:
             _, loss = model(x, y)
             loss = loss / local_accum_steps
         loss_value += loss.detach().float()
+        aux_value += sum(aux_losses().values(), torch.zeros((), device=device)) / local_accum_steps
         scaler.scale(loss).backward()
     if ddp:
         dist.all_reduce(loss_value, op=dist.ReduceOp.AVG)
+        dist.all_reduce(aux_value, op=dist.ReduceOp.AVG)
     finite = bool(torch.isfinite(loss_value))
     if finite:
         clip = get_clip(epoch)
@@ -483,26 +580,29 @@ while True:
         bad_steps += 1
         log(f"iter {iter_num}: non-finite loss, step skipped ({bad_steps} in a row)")
     opt.zero_grad(set_to_none=True)
-    if device_type == 'cuda':
-        torch.cuda.synchronize()
+    if device_type != 'cpu':
+        hardware.synchronize(device)
     dt = time.time() - t0
     train_seconds += dt
     iter_num += 1
     if bad_steps >= max_bad_steps:
         stop_reason = f"{bad_steps} non-finite losses in a row; the run diverged (lower learning_rate?)"
-        if master_process:
-            save_checkpoint(os.path.join(out_dir, 'ckpt.pt'))
+        save_latest()
         break
+    ce_value = (loss_value - aux_value).item()
     if finite:
-        loss_sum, loss_count = loss_sum + loss_value.item(), loss_count + 1
+        loss_sum, loss_count = loss_sum + ce_value, loss_count + 1
     if iter_num % log_interval == 0:
         remaining = [(total_iters - iter_num) * dt] if total_iters else []
         if max_time:
             remaining.append(max_time - train_seconds)
-        eta = min(remaining)
-        log(f"iter {iter_num} | epoch {iter_num / iters_per_epoch:.2f} | loss {loss_value.item():.4f} | lr {lr:.2e} | "
+        # the final whole-split evaluation: forward only, about a third of a training step per token
+        final_eval = val_targets * dt / tokens_per_iter / 3 / ddp_world_size
+        aux_text = f" (+ aux {aux_value.item():.4f})" if aux_losses() else ''
+        log(f"iter {iter_num} | epoch {iter_num / iters_per_epoch:.2f} | loss {ce_value:.4f}{aux_text} | lr {lr:.2e} | "
             f"{dt * 1000:.1f} ms/iter | {tokens_per_iter / dt:,.0f} tok/s | "
-            f"MFU {100 * flops_per_iter / (dt * peak * ddp_world_size):.1f}% | ETA {eta / 60:.1f} min")
+            f"MFU {mfu_text(flops_per_iter / (dt * peak * ddp_world_size))} | "
+            f"ETA {(min(remaining) + final_eval) / 60:.1f} min")
     end_of_epoch = iter_num % iters_per_epoch == 0
     if end_of_epoch:
         epoch_log.append({'epoch': iter_num // iters_per_epoch, 'train_loss': loss_sum / max(loss_count, 1),
@@ -512,13 +612,37 @@ while True:
         if evaluate_and_checkpoint():
             stop_reason = f"early stopping: no improvement in {patience} evaluations"
             break
-        if end_of_epoch and snapshot_every_epochs and (iter_num // iters_per_epoch) % snapshot_every_epochs == 0 \
-                and master_process:
-            save_checkpoint(os.path.join(out_dir, f'ckpt_epoch{iter_num // iters_per_epoch}.pt'))
+    if end_of_epoch and snapshot_every_epochs and (iter_num // iters_per_epoch) % snapshot_every_epochs == 0:
+        rngs = rng_states()
+        if master_process:
+            save_checkpoint(os.path.join(out_dir, f'ckpt_epoch{iter_num // iters_per_epoch}.pt'), rngs)
 
 log(f"stopping: {stop_reason}")
+signal.signal(signal.SIGTERM, signal.SIG_DFL)
+signal.signal(signal.SIGINT, signal.default_int_handler)
+last_weights = None  # a stop off the evaluation grid: the last weights' quick estimate, for the record
 if not history or history[-1]['iter'] != iter_num:
-    evaluate_and_checkpoint()
+    save_latest()  # first: the state to resume from, exactly as it is now
+    if stop_signal is None and bad_steps < max_bad_steps:
+        losses = estimate_loss()
+        last_weights = {'iter': iter_num, 'epoch': iter_num / iters_per_epoch, 'tokens': iter_num * tokens_per_iter,
+                        'seconds': train_seconds, 'lr': get_lr(max(iter_num - 1, 0), train_seconds),
+                        'train_loss': losses['train']['loss'], 'val_loss': losses['val']['loss'],
+                        'val_ppl': math.exp(losses['val']['loss']), 'val_accuracy': losses['val']['accuracy'],
+                        'best': False, 'last': True}
+        log(f"last weights (iter {iter_num}, off the evaluation grid): val loss {last_weights['val_loss']:.4f}, "
+            f"val ppl {last_weights['val_ppl']:.2f} (recorded; best.pt and patience untouched)")
+        rngs = rng_states()
+        if master_process:
+            write_history(history + [last_weights])
+            if not os.path.exists(os.path.join(out_dir, 'best.pt')):  # no evaluation yet: these are the best
+                save_checkpoint(os.path.join(out_dir, 'best.pt'), rngs)
+if stop_signal is not None or not os.path.exists(os.path.join(out_dir, 'best.pt')):
+    if stop_signal is None:
+        log("no evaluation was made: no best.pt, no results.json")
+    if ddp:
+        dist.destroy_process_group()
+    sys.exit(0)
 
 # -----------------------------------------------------------------------------
 # final whole-split evaluation of the best checkpoint, and results.json in the seed's schema
@@ -527,14 +651,19 @@ if master_process:
     raw_model.load_state_dict(best['model'])
     final = {}
     for split in ('val', 'test'):
-        path = os.path.join(data_dir, f'{split}.bin')
-        if os.path.isfile(path) and meta['splits'].get(split, {}).get('tokens', 0) > 1:
-            final[split] = split_metrics(evaluate_tokens(raw_model, load_split(split), block_size, batch_size,
-                                                         device, ctx), meta['splits'][split])
+        if os.path.isfile(os.path.join(data_dir, f'{split}.bin')) and meta['splits'].get(split, {}).get('tokens', 0) > 1:
+            final[split] = split_metrics(evaluate_tokens(raw_model, data.load_split(data_dir, split), block_size,
+                                                         batch_size, device, ctx,
+                                                         progress=Progress(f"final {split} evaluation",
+                                                                           file=sys.stdout)),
+                                         meta['splits'][split])
+        else:
+            log(f"no {split} split in {data_dir}: not evaluated")
     peak_mb, peak_kind = peak_memory_mb()
+    last = last_weights or {'val_loss': history[-1]['val_loss']}
     results = {
         'model_name': model_type, 'dataset_name': dataset,
-        'final_loss': history[-1]['val_loss'], 'final_perplexity': history[-1]['val_ppl'],
+        'final_loss': last['val_loss'], 'final_perplexity': math.exp(last['val_loss']),
         'best_perplexity': math.exp(best_val_loss), 'training_time': train_seconds,
         'total_tokens': iter_num * tokens_per_iter, 'vocab_size': meta['vocab_size'],
         'num_params': n_params, 'model_size_mb': sum(t.numel() * t.element_size() for t in raw_model.state_dict().values()) / 2**20,
@@ -542,13 +671,15 @@ if master_process:
         'forward_flops': step_flops['forward'], 'backward_flops': step_flops['backward'],
         'optimizer_flops': step_flops['optimizer'], 'total_flops_per_step': flops_per_iter,
         'total_training_flops': flops_per_iter * iter_num, 'peak_flops': peak, 'peak_flops_source': peak_source,
+        'device': device, 'dtype': run_dtype, 'dtype_choice': dtype_choice.reason,
         'epoch_losses': [e['train_loss'] for e in epoch_log],
         'epoch_perplexities': [math.exp(e['train_loss']) for e in epoch_log],
         'epoch_times': [e['seconds'] for e in epoch_log],
         'iterations': iter_num, 'stop_reason': stop_reason,
         'perplexity_unit': f"token ({meta['tokenizer']} tokenizer, vocab {meta['vocab_size']}); "
                            "final_/best_perplexity are from the periodic evaluation "
-                           f"({'whole val split' if eval_full else f'{eval_iters} random val batches'})",
+                           f"({'whole val split' if eval_full else f'{eval_iters} random val batches'}); "
+                           "epoch_losses are train cross-entropy (auxiliary terms excluded)",
         'final_eval_of_best': final, 'config': config, 'model_args': dataclasses.asdict(raw_model.config),
     }
     ckpt_io.atomic_write_text(json.dumps(results, indent=2), os.path.join(out_dir, 'results.json'))

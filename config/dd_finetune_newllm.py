@@ -1,10 +1,10 @@
 # DailyDialog fine-tuning of the WikiText-2 New-LLM, on the same word-1000 vocabulary:
-#   python prepare.py dailydialog --tokenizer word --vocab_from data/wikitext2-word1000/meta.json
 #   python train.py config/wt2_newllm.py config/dd_finetune_newllm.py                 # from out-wt2-newllm/best.pt
 #   python train.py config/wt2_newllm.py config/dd_finetune_newllm.py --init_from=scratch --out_dir=out-dd-newllm-scratch
 # (the seed's own fine-tuning rebuilt the vocabulary, failed to load the checkpoint and silently trained from scratch;
 # here a vocabulary or shape mismatch is an error)
 dataset = 'dailydialog-word1000'
+prepare_args = 'dailydialog --tokenizer word --vocab_from data/wikitext2-word1000/meta.json'
 init_from = 'out-wt2-newllm/best.pt'
 out_dir = 'out-dd-newllm'
 learning_rate = 5e-4

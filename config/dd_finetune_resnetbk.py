@@ -1,5 +1,4 @@
 # DailyDialog fine-tuning of the equal-budget WikiText-2 ResNet-BK (gpt2 tokens):
-#   python prepare.py dailydialog
 #   python train.py config/cmp_resnetbk.py config/dd_finetune_resnetbk.py              # from out-cmp-resnetbk/best.pt
 #   python train.py config/cmp_resnetbk.py config/dd_finetune_resnetbk.py --init_from=scratch --out_dir=out-dd-resnetbk-scratch
 dataset = 'dailydialog-gpt2'

@@ -3,6 +3,7 @@
 # exactly as config/wt103_resnetbk.py. GPT ties its embeddings, so at equal size it is wider: n_embd 112, 5 layers.
 model_type = 'gpt'
 dataset = 'wikitext103-word30000'
+prepare_args = 'wikitext103 --tokenizer word --vocab_size 30000'
 out_dir = 'out-wt103-resnetbk-gpt'
 data_limit = 10_000_000
 batch_size = 16
@@ -25,3 +26,4 @@ min_lr = 1e-4
 grad_clip = 0.5
 eval_interval = 1000
 eval_iters = 50
+dtype = 'float32'           # the seed's precision, the same on both sides of the comparison

@@ -18,4 +18,3 @@ warmup_iters = 100
 max_iters = 3000
 eval_interval = 250
 eval_iters = 40
-dtype = 'bfloat16'

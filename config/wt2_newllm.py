@@ -8,6 +8,7 @@
 #   python train.py config/wt2_newllm.py
 model_type = 'newllm'
 dataset = 'wikitext2-word1000'
+prepare_args = 'wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5'
 out_dir = 'out-wt2-newllm'
 batch_mode = 'random'
 block_size = 63
@@ -31,5 +32,3 @@ max_time = 1800.0
 eval_interval = 250
 eval_full = True
 eval_iters = 10            # train-loss estimate only (val is the whole split)
-dtype = 'bfloat16'
-device = 'cpu'

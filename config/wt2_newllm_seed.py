@@ -2,10 +2,10 @@
 # `<bos> words <eos>` per line), 64-token line windows each from a zero context, batch 32, Adam lr 1e-4 without
 # decay, the seed's epoch clipping schedule, early stopping after 15 epochs without gain, at most 50 epochs; the whole
 # val split (its 5,272 windows) evaluated once per epoch, snapshots every 5 epochs. ~7 h of training on a 2-core CPU.
-#   python prepare.py wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5
 #   python train.py config/wt2_newllm_seed.py
 model_type = 'newllm'
 dataset = 'wikitext2-word1000'
+prepare_args = 'wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5'
 out_dir = 'out-wt2-newllm-seed'
 batch_mode = 'seed_lines'
 block_size = 63

@@ -3,6 +3,7 @@
 # 5,011,456 parameters (New-LLM has 2,739,432).
 model_type = 'gpt'
 dataset = 'wikitext2-word1000'
+prepare_args = 'wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5'
 out_dir = 'out-wt2-tinygpt2'
 n_layer = 6
 n_head = 4
@@ -18,4 +19,3 @@ max_iters = 5000
 max_time = 1800.0
 eval_interval = 250
 eval_iters = 40
-dtype = 'bfloat16'

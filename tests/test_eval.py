@@ -1,6 +1,7 @@
 """eval.py: whole-split metrics against a naive loop, the unit formulas, carried state, context curves, INT8, errors."""
 import dataclasses
 import json
+import re
 import math
 
 import numpy as np
@@ -197,28 +198,31 @@ def test_int8_packed_weights_are_counted():
     assert 256 * 256 <= ev.serialized_bytes(q) < 0.4 * ev.serialized_bytes(model)
 
 
-def test_errors_are_one_line(ckpts, data, tmp_path):
+def test_errors_are_one_line(ckpts, data, tmp_path, capsys):
     gpt, _ = ckpts['gpt']
     p = run('eval.py', '--ckpt', gpt, '--carry_state', '--device', 'cpu', check=False)
-    assert p.returncode != 0 and 'error: --carry_state needs a recurrent model' in p.stderr
+    assert p.returncode == 2 and 'error: --carry_state needs a recurrent model' in p.stderr
     assert 'Traceback' not in p.stderr
-    with pytest.raises(SystemExit, match=r"split 'test' of .* is missing .*available: train, val"):
-        ev.main(['--ckpt', str(gpt), '--split', 'test'])
-    with pytest.raises(SystemExit, match=r"dataset '.*nowhere' not found"):
-        ev.main(['--ckpt', str(gpt), '--dataset', str(tmp_path / 'nowhere')])
-    with pytest.raises(SystemExit, match='leave --dtype at float32'):
-        ev.main(['--ckpt', str(gpt), '--quantize', 'int8', '--dtype', 'bfloat16'])
-    with pytest.raises(SystemExit, match='fewer than the longest context'):
-        ev.main(['--ckpt', str(gpt), '--context_lengths', '64,100000'])
+
+    def error_of(argv):
+        with pytest.raises(SystemExit) as e:
+            ev.main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and err.startswith('error: ') and err.count('\n') == 1, err
+        return err
+    assert re.search(r"split 'test' of .* is missing .*available: train, val", error_of(['--ckpt', str(gpt), '--split', 'test']))
+    assert re.search(r"dataset '.*nowhere' not found", error_of(['--ckpt', str(gpt), '--dataset', str(tmp_path / 'nowhere')]))
+    assert 'leave --dtype at auto or float32' in error_of(['--ckpt', str(gpt), '--quantize', 'int8', '--dtype', 'bfloat16'])
+    assert 'fewer than the longest context' in error_of(['--ckpt', str(gpt), '--context_lengths', '64,100000'])
+    assert "device 'cuda:7' is not available" in error_of(['--ckpt', str(gpt), '--device', 'cuda:7'])
+    assert 'checkpoint nothing.pt does not exist' in error_of(['--ckpt', 'nothing.pt'])
     other = make_dataset(tmp_path / 'other', vocab_size=40, n_train=100, n_val=100)
-    with pytest.raises(SystemExit, match='vocabulary mismatch'):
-        ev.main(['--ckpt', str(gpt), '--dataset', str(other)])
+    assert 'vocabulary mismatch' in error_of(['--ckpt', str(gpt), '--dataset', str(other)])
     model, meta = trained('resnetbk', data, steps=0, bk_causal=False)
     seed_bk = tmp_path / 'seedbk.pt'
     torch.save({'model': model.state_dict(), 'model_type': 'resnetbk', 'model_args': dataclasses.asdict(model.config),
                 'meta': meta, 'config': {'dataset': str(data), 'block_size': BLOCK}}, seed_bk)
-    with pytest.raises(SystemExit, match='non-causal'):
-        ev.main(['--ckpt', str(seed_bk), '--carry_state'])
+    assert 'non-causal' in error_of(['--ckpt', str(seed_bk), '--carry_state'])
 
 
 def test_train_py_checkpoint_matches_its_final_evaluation(data, tmp_path):

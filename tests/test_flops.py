@@ -127,28 +127,8 @@ def test_seed_lines_iterations(tmp_path):
     (['--model_type=gpt', '--n_hidden=3'], "error: 'n_hidden' is not a field of gpt's config"),
     (['--model_type=resnetbk', '--convention=seed', '--use_act=True'], "error: the seed convention covers the seed's"),
 ])
-def test_bad_input_is_one_line_error(args, message):
+def test_bad_input_is_one_line_error(args, message, capsys):
     with pytest.raises(SystemExit) as e:
         flops.main(args + ['--dataset=none'])
-    assert str(e.value).startswith(message) and '\n' not in str(e.value)
-
-
-def test_measure_peak_flops():
-    peak, how = flops.measure_peak_flops('cpu', seconds=0.01)
-    assert peak > 1e6 and 'measured' in how and 'float32' in how
-
-
-def test_train_reports_flops_and_mfu(tmp_path):
-    """train.py: MFU in the progress line against the configured peak, the FLOPs fields of results.json."""
-    data = make_dataset(tmp_path / 'tiny')
-    p = run('train.py', f'--dataset={data}', '--model_type=gpt', '--n_layer=1', '--n_head=2', '--n_embd=16',
-            '--block_size=8', '--batch_size=2', '--gradient_accumulation_steps=2', '--max_iters=2', '--log_interval=1',
-            '--eval_iters=1', '--device=cpu', '--peak_flops=1e9', f'--out_dir={tmp_path}/out')
-    assert 'MFU against 1e+09 FLOP/s per device (peak_flops from the config)' in p.stdout
-    assert len(re.findall(r'^iter \d .*\| MFU \d+\.\d% \|', p.stdout, re.M)) == 2
-    r = json.loads((tmp_path / 'out' / 'results.json').read_text())
-    want = flops.step_flops('gpt', r['model_args'], 2, 8, accum_steps=2, optimizer='adamw', grad_clip=True,
-                            device_type='cpu')
-    assert (r['forward_flops'], r['backward_flops'], r['optimizer_flops'], r['total_flops_per_step']) == \
-        (want['forward'], want['backward'], want['optimizer'], want['per_step'])
-    assert r['total_training_flops'] == 2 * want['per_step'] and r['peak_flops'] == 1e9
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and err.startswith(message) and err.count('\n') == 1

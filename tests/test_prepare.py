@@ -176,7 +176,7 @@ def test_vocab_from_keeps_ids_and_checks_specials(wiki_raw, tmp_path):
     # a vocabulary without <bos>/<eos> (concat setup) cannot write dialogues
     cc = prepare.main(["wikitext2", "--tokenizer", "word", "--vocab_size", "6", "--raw_dir", str(wiki_raw),
                        "--out_dir", str(tmp_path / "cc"), "--num_proc", "1"])
-    with pytest.raises(SystemExit, match="has no <bos>, <eos>"):
+    with pytest.raises(ValueError, match="has no <bos>, <eos>"):
         prepare.main(["dailydialog", "--tokenizer", "word", "--vocab_from", os.path.join(cc, "meta.json"),
                       "--raw_dir", str(tmp_path / "raw"), "--out_dir", str(tmp_path / "x")])
     assert not os.path.exists(tmp_path / "x")
@@ -184,13 +184,13 @@ def test_vocab_from_keeps_ids_and_checks_specials(wiki_raw, tmp_path):
 
 def test_uint16_overflow_refused_before_writing(wiki_raw, tmp_path):
     out = tmp_path / "o"
-    with pytest.raises(SystemExit, match="does not fit the uint16"):
+    with pytest.raises(ValueError, match="does not fit the uint16"):
         prepare.main(["wikitext2", "--tokenizer", "word", "--vocab_size", "65537", "--raw_dir", str(wiki_raw),
                       "--out_dir", str(out)])
     big = tmp_path / "big.json"
     big.write_text(json.dumps({"tokenizer": "word", "words": ["<unk>"] + [f"w{i}" for i in range(70000)],
                                "special_tokens": {"<unk>": 0}, "lowercase": False}))
-    with pytest.raises(SystemExit, match="does not fit the uint16"):
+    with pytest.raises(ValueError, match="does not fit the uint16"):
         prepare.main(["wikitext2", "--tokenizer", "word", "--vocab_from", str(big), "--raw_dir", str(wiki_raw),
                       "--out_dir", str(out)])
     assert not out.exists()
@@ -204,11 +204,11 @@ def test_bad_flag_combinations(wiki_raw, tmp_path):
                       (["wikitext2", "--tokenizer", "word", "--vocab_size", "9", "--min_line_words", "5"],
                        "--min_line_words needs --line_format bos_eos"),
                       (["dailydialog", "--line_format", "concat"], "dailydialog has one format")):
-        with pytest.raises(SystemExit, match=msg):
+        with pytest.raises(ValueError, match=msg):
             prepare.main(argv + base)
     # a folder holding another setup is not silently overwritten
     prepare.main(["wikitext2", "--tokenizer", "word", "--vocab_size", "9", "--num_proc", "1"] + base)
-    with pytest.raises(SystemExit, match="already holds a different setup .*lowercase=False"):
+    with pytest.raises(ValueError, match="already holds a different setup .*lowercase=False"):
         prepare.main(["wikitext2", "--tokenizer", "word", "--vocab_size", "9", "--lowercase"] + base)
 
 
@@ -283,7 +283,7 @@ def test_no_network_error_names_downloads_and_layout(tmp_path, monkeypatch):
     def offline(*a, **k):
         raise ConnectionError("Couldn't reach 'x' on the Hub (LocalEntryNotFoundError)")
     monkeypatch.setattr(prepare, "load_dataset", offline)
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(ValueError) as e:
         prepare.main(["dailydialog", "--out_dir", str(tmp_path / "o")])
     msg = str(e.value)
     for s in ("OpenRL/daily_dialog", "li2017dailydialog/daily_dialog@refs/convert/parquet", "ConnectionError",
@@ -297,7 +297,7 @@ def test_no_network_cli_exit_code_and_message(tmp_path):
     env = dict(os.environ, HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", HF_HOME=str(tmp_path / "hf"))
     r = subprocess.run([sys.executable, os.path.join(ROOT, "prepare.py"), "wikitext2", "--out_dir",
                         str(tmp_path / "o")], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
-    assert r.returncode != 0
+    assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert r.stderr.startswith("error: could not load wikitext2 with `datasets`")
     for s in ("wikitext-2-raw-v1.zip", "--raw_dir", "wiki.train.raw.part00", "wiki.valid.raw", "wiki.test.raw"):

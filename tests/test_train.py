@@ -9,7 +9,7 @@ import torch
 from helpers import make_dataset, run, train_losses
 
 TINY_GPT = ['--model_type=gpt', '--n_layer=2', '--n_head=2', '--n_embd=32', '--block_size=16', '--batch_size=4',
-            '--log_interval=1', '--eval_iters=2', '--compile=False', '--device=cpu']
+            '--log_interval=1', '--eval_iters=2', '--compile=False', '--device=cpu', '--dtype=float32']
 
 
 @pytest.fixture(scope='module')
@@ -17,10 +17,10 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp('data') / 'tiny')
 
 
-def test_unknown_key_is_exit_2_with_valid_keys(data):
-    p = run('train.py', f'--dataset={data}', '--not_a_key=3', check=False)
+def test_unknown_key_is_exit_2_with_a_suggestion(data):
+    p = run('train.py', f'--dataset={data}', '--learning_rat=3', check=False)
     assert p.returncode == 2
-    assert "unknown config key 'not_a_key'" in p.stderr and 'valid keys:' in p.stderr and 'n_hidden' in p.stderr
+    assert "unknown config key 'learning_rat'" in p.stderr and "did you mean 'learning_rate'" in p.stderr
     assert 'Traceback' not in p.stderr
 
 
@@ -38,12 +38,36 @@ def test_field_of_another_model_is_an_error(data):
     assert p.returncode != 0 and "'n_hidden' is not a field of gpt's config" in p.stderr
 
 
-def test_missing_dataset_names_the_prepare_command(tmp_path):
-    for name, text in (('wikitext2-word1000', 'python prepare.py wikitext2 --tokenizer word --vocab_size 1000`'),
-                       ('dailydialog-gpt2', 'python prepare.py dailydialog`'),
-                       ('nosuchdata', 'prepare.py writes data/<wikitext2|wikitext103|dailydialog>-<gpt2|word<K>>')):
-        p = run('train.py', f'--dataset={tmp_path}/{name}', check=False)
-        assert p.returncode != 0 and text in p.stderr and 'Traceback' not in p.stderr
+def test_missing_dataset_prints_the_configs_prepare_command(tmp_path):
+    p = run('train.py', 'config/wt2_newllm.py', '--dataset=nosuchdata-x', '--prepare_args=', check=False)
+    assert p.returncode == 2 and 'prepare.py writes data/<wikitext2|wikitext103|dailydialog>' in p.stderr
+    p = run('train.py', 'config/smoke.py', f'--dataset={tmp_path}/wikitext2-gpt2', check=False)
+    assert p.returncode == 2 and 'make it with `python prepare.py wikitext2` (offline: `python prepare.py ' \
+        'wikitext2 --raw_dir DIR`' in p.stderr
+    # the config's own command, verbatim: it makes exactly the data the config expects
+    import runpy
+    cfg = runpy.run_path('config/wt2_newllm.py')
+    p = run('train.py', 'config/wt2_newllm.py', f'--dataset={tmp_path}/wikitext2-word1000', check=False)
+    assert p.returncode == 2 and f"`python prepare.py {cfg['prepare_args']}`" in p.stderr
+    assert '--lowercase --line_format bos_eos --min_line_words 5' in cfg['prepare_args']
+    assert not (tmp_path / 'wikitext2-word1000').exists() and 'Traceback' not in p.stderr
+
+
+def test_data_prepared_with_other_options_is_refused(tmp_path):
+    """meta.json records prepare.py's options; a config that expects others refuses the data in one line."""
+    import prepare
+    raw = tmp_path / 'raw'
+    raw.mkdir()
+    text = ''.join(f' = Title {i} =\n\n The Cat sat on the mat number {i % 7} today .\n' for i in range(300))
+    for name in ('wiki.train.raw', 'wiki.valid.raw'):
+        (raw / name).write_text(text)
+    out = tmp_path / 'wikitext2-word1000'
+    prepare.main(['wikitext2', '--tokenizer', 'word', '--vocab_size', '1000', '--raw_dir', str(raw), '--out_dir',
+                  str(out), '--num_proc', '1'])    # the hint of the old code: case-sensitive, concatenated
+    p = run('train.py', 'config/wt2_newllm.py', f'--dataset={out}', '--device=cpu', '--max_time=1', check=False)
+    assert p.returncode == 2 and 'Traceback' not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    assert "was prepared with lowercase=False, line_format='concat', min_line_words=None but this run expects " \
+           "lowercase=True, line_format='bos_eos', min_line_words=5" in p.stderr
 
 
 def test_resume_is_exact(data, tmp_path):
@@ -129,7 +153,7 @@ def test_finetune_init_from_checks_vocab_and_loads_weights(data, tmp_path):
     assert p.returncode != 0 and 'vocabulary mismatch' in p.stderr
     p = run('train.py', *TINY_GPT[:-3], '--n_embd=64', f'--dataset={data}', f'--out_dir={tmp_path}/ft',
             f'--init_from={tmp_path}/pre/best.pt', '--max_iters=2', check=False)
-    assert p.returncode != 0 and 'n_embd=64 vs 32' in p.stderr
+    assert p.returncode == 2 and "has another shape: n_embd=64 vs the checkpoint's 32" in p.stderr
     # loaded weights give the checkpoint's loss at step 0
     p = run('train.py', *TINY_GPT, f'--dataset={data}', f'--out_dir={tmp_path}/ft', '--learning_rate=0.0',
             f'--init_from={tmp_path}/pre/best.pt', '--max_iters=1', '--eval_interval=1', '--min_lr=0.0')
@@ -153,3 +177,211 @@ def test_ddp_two_cpu_processes_match_one(data, tmp_path):
     wa = torch.load(tmp_path / 'one' / 'ckpt.pt', weights_only=True)['model']
     wb = torch.load(tmp_path / 'two' / 'ckpt.pt', weights_only=True)['model']
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# bad input: one line, exit 2, nothing created or changed
+
+BAD_INPUT = [
+    (['--data_limit=10'], "the train split has 10 tokens (data_limit), fewer than block_size + 1 = 17"),
+    (['--grad_clip_schedule=[(1, 0.5)]'], "grad_clip_schedule must start at epoch 0"),
+    (['--grad_clip_schedule=[0.5]'], "grad_clip_schedule must be a list of (from_epoch, clip) pairs"),
+    (['--device=cuda'] if not torch.cuda.is_available() else ['--device=cuda:99'], "is not available"),
+    (['--device=gpu'], "unknown device 'gpu'"),
+    (['--dtype=half'], "dtype must be auto, float32, bfloat16 or float16, not 'half'"),
+    (['--batch_size=0'], "batch_size must be >= 1, not 0"),
+    (['--learning_rate=-1'], "learning_rate must be >= 0"),
+    (['--max_iters=0'], "set max_iters, max_epochs or max_time"),
+    (['--batch_mode=lines'], "batch_mode must be 'random' or 'seed_lines', not 'lines'"),
+    (['--batch_mode=seed_lines', '--dataset={nobos}'], "no <bos> line windows in the train split"),
+    (['--optimizer=sgd'], "optimizer must be 'adamw' or 'adam', not 'sgd'"),
+    (['--model_type=rnn'], "unknown model_type 'rnn'"),
+    (['--init_from=nowhere.pt'], "init_from='nowhere.pt': no such checkpoint"),
+    (['--init_from=resume'], "ckpt.pt does not exist (start with init_from='scratch')"),
+    (['--dataset=/nowhere/tiny'], "dataset '/nowhere/tiny' not found"),
+    (['--n_layer=x'], "'n_layer' expects int"),
+    (['--n_embd=31'], "gpt: "),  # not a multiple of n_head: the model's own check
+]
+
+
+@pytest.mark.parametrize('args, message', BAD_INPUT, ids=[a[0][0].split('=')[0] + str(i) for i, a in enumerate(BAD_INPUT)])
+def test_bad_input_is_one_line_exit_2_and_creates_nothing(data, tmp_path, args, message):
+    nobos = make_dataset(tmp_path / 'nobos')  # no <bos> segments: a plain stream
+    (nobos / 'train.bin').write_bytes(bytes(2 * 1000))
+    out = tmp_path / 'out'
+    args = [a.replace('{nobos}', str(nobos)) for a in args]
+    p = run('train.py', *TINY_GPT[:4], '--n_head=2', '--block_size=16', '--batch_size=4', '--dtype=float32',
+            f'--dataset={data}', f'--out_dir={out}', '--max_iters=2', *args, check=False)
+    assert p.returncode == 2, p.stderr[-2000:]
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith('error: ') and message in lines[0], p.stderr
+    assert 'Traceback' not in p.stderr and not out.exists()
+
+
+def test_scratch_run_refuses_an_existing_run_unless_overwrite(data, tmp_path):
+    out = tmp_path / 'run'
+    common = TINY_GPT + [f'--dataset={data}', f'--out_dir={out}', '--eval_interval=2']
+    run('train.py', *common, '--max_iters=2', '--snapshot_every_epochs=0')
+    (out / 'ckpt_epoch9.pt').write_bytes(b'old snapshot')
+    before = {f: (out / f).read_bytes() for f in os.listdir(out)}
+    p = run('train.py', *common, '--max_iters=4', check=False)
+    assert p.returncode == 2 and 'Traceback' not in p.stderr
+    assert f"error: {out} already holds a run (ckpt.pt, best.pt, history.json, results.json, curves.png); " \
+           "continue it with --init_from=resume, write to another --out_dir, or replace it with --overwrite=True" \
+           in p.stderr
+    assert {f: (out / f).read_bytes() for f in os.listdir(out)} == before
+    run('train.py', *common, '--max_iters=4', '--overwrite=True')
+    assert not (out / 'ckpt_epoch9.pt').exists()  # every file of the old run goes
+    assert [h['iter'] for h in json.loads((out / 'history.json').read_text())] == [2, 4]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# exact resume, whatever the model and wherever the stop
+
+RESUME_CASES = {
+    'gpt-random': ['--model_type=gpt', '--n_layer=2', '--n_head=2', '--n_embd=32', '--dropout=0.1'],
+    'newllm-seed_lines': ['--model_type=newllm', '--n_embd=16', '--n_context=16', '--n_hidden=32', '--n_layer=2',
+                          '--dropout=0.1', '--batch_mode=seed_lines'],
+    'resnetbk-random': ['--model_type=resnetbk', '--n_embd=16', '--n_layer=2', '--n_experts=2', '--dropout=0.1',
+                        '--use_sparse_bk=True'],
+}
+
+
+def state_of(path):
+    ck = torch.load(path, weights_only=True)
+    return ck['model'], ck['optimizer']['state'], ck['history']
+
+
+def assert_same_state(a, b):
+    (wa, oa, ha), (wb, ob, hb) = a, b
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+    assert oa.keys() == ob.keys()
+    for k in oa:
+        assert all(torch.equal(oa[k][n], ob[k][n]) for n in oa[k])
+    drop_time = lambda h: [{k: v for k, v in e.items() if k != 'seconds'} for e in h]  # wall time differs
+    assert drop_time(ha) == drop_time(hb)
+
+
+@pytest.mark.parametrize('case', RESUME_CASES)
+def test_resume_is_exact_off_the_eval_grid(case, tmp_path):
+    """9 iterations in one go == 5 (a stop between evaluations at 3 and 6), resume, 4 more: weights, optimizer
+    state, history, best.pt and every logged loss bit for bit."""
+    lines = 'seed_lines' in case
+    data = make_dataset(tmp_path / 'd', lines=lines)
+    common = RESUME_CASES[case] + ['--block_size=16', '--batch_size=4', '--log_interval=1', '--eval_iters=2',
+                                   '--device=cpu', '--dtype=float32', f'--dataset={data}', '--eval_interval=3',
+                                   '--warmup_iters=2', '--learning_rate=1e-2', '--lr_decay_iters=9']
+    a = run('train.py', *common, f'--out_dir={tmp_path}/a', '--max_iters=9')
+    first = run('train.py', *common, f'--out_dir={tmp_path}/b', '--max_iters=5')
+    assert 'last weights (iter 5, off the evaluation grid)' in first.stdout
+    b = run('train.py', *common, f'--out_dir={tmp_path}/b', '--max_iters=9', '--init_from=resume')
+    assert train_losses(a.stdout) == train_losses(first.stdout) + train_losses(b.stdout)
+    assert_same_state(state_of(tmp_path / 'a' / 'ckpt.pt'), state_of(tmp_path / 'b' / 'ckpt.pt'))
+    assert_same_state(state_of(tmp_path / 'a' / 'best.pt'), state_of(tmp_path / 'b' / 'best.pt'))
+    va, vb = ([h['val_loss'] for h in json.loads((tmp_path / r / 'history.json').read_text())] for r in 'ab')
+    assert len(va) == 3 and va == vb
+
+
+def test_sigterm_saves_ckpt_and_resume_is_exact(data, tmp_path):
+    import signal, subprocess, sys, time
+    from helpers import ROOT
+    common = TINY_GPT + [f'--dataset={data}', '--dropout=0.1', '--eval_interval=50', '--lr_decay_iters=60']
+    a = run('train.py', *common, f'--out_dir={tmp_path}/a', '--max_iters=60')
+    p = subprocess.Popen([sys.executable, str(ROOT / 'train.py'), *common, f'--out_dir={tmp_path}/b',
+                          '--max_iters=60'], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                         env=dict(os.environ, OMP_NUM_THREADS='1'))
+    for line in p.stdout:  # wait until it trains
+        if line.startswith('iter 5 '):
+            break
+    p.send_signal(signal.SIGTERM)
+    out, err = p.communicate(timeout=120)
+    assert p.returncode == 0, err
+    assert 'SIGTERM: ckpt.pt saved, resume with --init_from=resume' in out
+    stopped = torch.load(tmp_path / 'b' / 'ckpt.pt', weights_only=True)['iter_num']
+    assert 5 <= stopped < 60 and not (tmp_path / 'b' / 'results.json').exists()
+    b = run('train.py', *common, f'--out_dir={tmp_path}/b', '--max_iters=60', '--init_from=resume')
+    assert train_losses(a.stdout)[stopped:] == train_losses(b.stdout)
+    assert_same_state(state_of(tmp_path / 'a' / 'ckpt.pt'), state_of(tmp_path / 'b' / 'ckpt.pt'))
+
+
+def test_kill_9_leaves_every_checkpoint_loadable(data, tmp_path):
+    import subprocess, sys, time
+    from helpers import ROOT
+    out = tmp_path / 'run'
+    p = subprocess.Popen([sys.executable, str(ROOT / 'train.py'), *TINY_GPT, f'--dataset={data}', f'--out_dir={out}',
+                          '--max_iters=100000', '--eval_interval=1', '--eval_iters=1'], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=dict(os.environ, OMP_NUM_THREADS='1'))
+    deadline = time.time() + 120
+    while not (out / 'best.pt').exists() and time.time() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)   # checkpoints are being written at every iteration: the kill lands on one, or between two
+    p.kill()
+    p.wait()
+    for name in ('ckpt.pt', 'best.pt'):
+        ck = torch.load(out / name, weights_only=True)
+        assert ck['iter_num'] >= 1
+    run('train.py', *TINY_GPT, f'--dataset={data}', f'--out_dir={out}', '--init_from=resume',
+        f"--max_iters={torch.load(out / 'ckpt.pt', weights_only=True)['iter_num'] + 1}", '--eval_interval=1',
+        '--eval_iters=1')
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# options that do what they say
+
+def test_lr_decays_over_max_time(data, tmp_path):
+    p = run('train.py', *TINY_GPT, f'--dataset={data}', f'--out_dir={tmp_path}', '--max_iters=0', '--max_time=3',
+            '--warmup_iters=1', '--learning_rate=1e-2', '--min_lr=1e-4', '--eval_interval=0', '--max_epochs=0')
+    lrs = [float(line.split('| lr ')[1].split()[0]) for line in p.stdout.splitlines() if line.startswith('iter ')]
+    assert lrs[1] == pytest.approx(1e-2, rel=0.05) and lrs[-1] < 0.5e-2   # cosine over the 3 s
+    assert all(x >= y for x, y in zip(lrs[1:], lrs[2:]))
+
+
+def test_snapshots_at_epoch_boundaries_without_evaluations(data, tmp_path):
+    # 19999 // 16 = 1249 windows per epoch / (4 * 100 accumulation) -> 4 iterations per epoch
+    run('train.py', *TINY_GPT, '--n_layer=1', f'--dataset={data}', f'--out_dir={tmp_path}',
+        '--gradient_accumulation_steps=100', '--max_iters=0', '--max_epochs=3', '--eval_interval=5',
+        '--snapshot_every_epochs=2')
+    assert sorted(f for f in os.listdir(tmp_path) if f.startswith('ckpt_epoch')) == ['ckpt_epoch2.pt']
+    assert torch.load(tmp_path / 'ckpt_epoch2.pt', weights_only=True)['iter_num'] == 8
+
+
+def test_resume_applies_shape_preserving_overrides(data, tmp_path):
+    common = TINY_GPT + [f'--dataset={data}', f'--out_dir={tmp_path}', '--eval_interval=2']
+    run('train.py', *common, '--max_iters=2', '--dropout=0.0')
+    p = run('train.py', *common, '--max_iters=4', '--dropout=0.2', '--init_from=resume')
+    assert "dropout = 0.2 (the checkpoint had 0.0)" in p.stdout
+    assert torch.load(tmp_path / 'ckpt.pt', weights_only=True)['model_args']['dropout'] == 0.2
+    p = run('train.py', *common, '--max_iters=6', '--n_layer=3', '--init_from=resume', check=False)
+    assert p.returncode == 2 and "has another shape: n_layer=3 vs the checkpoint's 2" in p.stderr
+
+
+def test_resnetbk_logs_cross_entropy_beside_its_auxiliary_terms(data, tmp_path):
+    p = run('train.py', '--model_type=resnetbk', '--n_embd=16', '--n_layer=1', '--n_experts=2', '--block_size=16',
+            '--batch_size=4', '--log_interval=1', '--eval_iters=2', '--device=cpu', '--dtype=float32',
+            f'--dataset={data}', f'--out_dir={tmp_path}', '--max_iters=2', '--eval_interval=2')
+    assert '(+ aux ' in p.stdout
+    res = json.loads((tmp_path / 'results.json').read_text())
+    assert 'auxiliary terms excluded' in res['perplexity_unit']
+
+
+@pytest.mark.skipif(shutil.which('torchrun') is None, reason='torchrun not installed')
+def test_ddp_resume_restores_every_ranks_rng(data, tmp_path):
+    """2 Gloo processes with dropout: 6 iterations == 3, resume, 3 (each rank draws its own masks)."""
+    import subprocess, sys
+    from helpers import ROOT
+    args = TINY_GPT + [f'--dataset={data}', '--dropout=0.3', '--eval_interval=3', '--gradient_accumulation_steps=2',
+                       '--lr_decay_iters=6']
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+
+    def torchrun(*extra):
+        p = subprocess.run([sys.executable, '-m', 'torch.distributed.run', '--standalone', '--nproc_per_node=2',
+                            str(ROOT / 'train.py'), *args, *extra], cwd=ROOT, env=env, capture_output=True, text=True,
+                           timeout=300)
+        assert p.returncode == 0, p.stderr[-2000:]
+        return p
+    a = torchrun(f'--out_dir={tmp_path}/a', '--max_iters=6')
+    b1 = torchrun(f'--out_dir={tmp_path}/b', '--max_iters=3')
+    b2 = torchrun(f'--out_dir={tmp_path}/b', '--max_iters=6', '--init_from=resume')
+    assert train_losses(a.stdout) == train_losses(b1.stdout) + train_losses(b2.stdout)
+    assert len(torch.load(tmp_path / 'b' / 'ckpt.pt', weights_only=True)['rng']) == 2
+    assert_same_state(state_of(tmp_path / 'a' / 'ckpt.pt'), state_of(tmp_path / 'b' / 'ckpt.pt'))

@@ -1,0 +1,153 @@
+"""
+The device and the precision of a run, chosen by what this machine has and measured, not assumed.
+
+    device = resolve_device('auto')           # 'cuda' if available, else 'mps' (Apple), else 'cpu'
+    choice = choose_dtype('auto', device)     # bfloat16 where it runs fast here, else float32 (CUDA: float16)
+    ctx = autocast(device, choice.dtype)      # nullcontext() for float32
+
+Why measure: a bfloat16 matmul runs at full speed on CUDA GPUs from Ampere on and on CPUs with native bf16
+(AVX-512 BF16 / AMX), but on a CPU with only AVX2 PyTorch emulates it, about two orders of magnitude slower than
+float32. So on anything but CUDA, 'auto' times a short square matmul in float32 and bfloat16 (a few hundred ms, once
+per process, on a private generator so the run's RNG streams do not move) and takes bfloat16 only when it is at least
+as fast. On CUDA the answer is known: bfloat16 where the GPU supports it, else float16 (with train.py's GradScaler),
+as nanoGPT does. The same timings, best of a few tries, are the peak FLOP/s against which train.py reports MFU.
+"""
+import functools
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
+SLOW_FACTOR = 3.0   # an explicit dtype this many times slower than float32 here gets a warning
+
+
+def available_devices():
+    """The device types this PyTorch can use here, e.g. ['cuda', 'cpu']."""
+    out = []
+    if torch.cuda.is_available():
+        out.append('cuda')
+    if getattr(torch.backends, 'mps', None) is not None and torch.backends.mps.is_available():
+        out.append('mps')
+    return out + ['cpu']
+
+
+def resolve_device(name):
+    """'auto' -> the first of cuda, mps, cpu that is available; 'cpu', 'cuda', 'cuda:N', 'mps' are checked.
+    Raises ValueError naming the device and what is available."""
+    have = available_devices()
+    if name == 'auto':
+        return have[0]
+    kind, _, index = name.partition(':')
+    if kind not in ('cpu', 'cuda', 'mps') or (index and not (kind == 'cuda' and index.isdigit())):
+        raise ValueError(f"unknown device {name!r}; use auto, cpu, cuda, cuda:N or mps (available here: "
+                         f"{', '.join(have)})")
+    if kind not in have:
+        raise ValueError(f"device {name!r} is not available on this machine (available: {', '.join(have)})")
+    if index and int(index) >= torch.cuda.device_count():
+        raise ValueError(f"device {name!r} is not available: this machine has {torch.cuda.device_count()} CUDA "
+                         f"device(s)")
+    return name
+
+
+def device_type(device):
+    """'cuda:1' -> 'cuda' (what torch.autocast and the fused optimizers take)."""
+    return str(device).split(':')[0]
+
+
+def autocast(device, dtype):
+    """The autocast context of a run in dtype ('float32' -> no autocast)."""
+    if dtype == 'float32':
+        return nullcontext()
+    return torch.amp.autocast(device_type=device_type(device), dtype=DTYPES[dtype])
+
+
+def synchronize(device):
+    """Wait for the device's queued work (timing on an accelerator)."""
+    if device_type(device) == 'cuda':
+        torch.cuda.synchronize(device)
+    elif device_type(device) == 'mps':
+        torch.mps.synchronize()
+
+
+def matmul_rate(device, dtype, seconds=0.05, tries=3):
+    """
+    FLOP/s of an n x n @ n x n matmul in dtype on device: the best of `tries` timings of about `seconds` each
+    (the best, because a shared machine can only make a try slower, never faster). n is 4096 on CUDA and 1024
+    elsewhere, or 256 when a 1024 matmul would take longer than `seconds` (an emulated dtype: the rate is what
+    matters, and it is low either way). -> (flop_per_second, n)
+    """
+    def timed(a, b, budget):
+        a @ b  # warm-up (first-call kernels, caches)
+        synchronize(device)
+        reps, t0 = 0, time.perf_counter()
+        while True:
+            a @ b
+            reps += 1
+            synchronize(device)
+            dt = time.perf_counter() - t0
+            if dt >= budget:
+                return 2 * a.shape[0] ** 3 * reps / dt
+
+    gen = torch.Generator().manual_seed(0)  # private: the run's RNG streams must not move
+
+    def operands(n):
+        return [torch.randn(n, n, generator=gen).to(device=device, dtype=dtype) for _ in range(2)]
+
+    n = 4096 if device_type(device) == 'cuda' else 1024
+    if n == 1024:
+        small = timed(*operands(256), 0.02)
+        if 2 * 1024 ** 3 / small > seconds:
+            n = 256
+    a, b = operands(n)
+    return max(timed(a, b, seconds) for _ in range(tries)), n
+
+
+@functools.lru_cache(maxsize=None)
+def measured_rates(device, dtypes=('float32', 'bfloat16')):
+    """{dtype: (flop_per_second, n)} for each dtype name, measured once per process and device."""
+    return {d: matmul_rate(device, DTYPES[d]) for d in dtypes}
+
+
+@dataclass
+class DtypeChoice:
+    dtype: str          # 'float32' | 'bfloat16' | 'float16'
+    reason: str         # one line for the start-up log
+    rates: dict         # {dtype: FLOP/s} that the choice was made from (empty when none was measured)
+    warning: str = ''   # set when an explicit dtype runs > SLOW_FACTOR x slower than float32 here
+
+
+def choose_dtype(requested, device, rates=None, cuda_bf16=None):
+    """
+    requested: 'auto' or one of DTYPES. rates: {dtype: FLOP/s} to decide from (default: measured here, once);
+    cuda_bf16: does the CUDA device support bfloat16 (default: ask torch). -> DtypeChoice.
+    'auto': CUDA -> bfloat16 if supported, else float16; any other device -> bfloat16 if its measured matmul rate
+    is >= float32's, else float32. An explicit dtype is kept, with a warning when it is > SLOW_FACTOR x slower.
+    """
+    if requested != 'auto' and requested not in DTYPES:
+        raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {requested!r}")
+    cuda = device_type(device) == 'cuda'
+    if requested == 'auto' and cuda:
+        if cuda_bf16 is None:
+            cuda_bf16 = torch.cuda.is_bf16_supported()
+        dtype = 'bfloat16' if cuda_bf16 else 'float16'
+        why = 'this CUDA device ' + ('supports bfloat16' if cuda_bf16 else 'has no bfloat16')
+    else:
+        dtype = 'bfloat16' if requested == 'auto' else requested
+    wanted = tuple(dict.fromkeys(('float32', dtype)))
+    if rates is None:
+        rates = {d: r for d, (r, _) in measured_rates(str(device), wanted).items()}
+    rates_text = ', '.join(f"{d} {rates[d] / 1e9:,.1f}" for d in wanted) + ' GFLOP/s'
+    if requested == 'auto':
+        if not cuda:
+            fast = rates['bfloat16'] >= rates['float32']
+            dtype = 'bfloat16' if fast else 'float32'
+            why = 'bfloat16 matmul ' + ('at least as fast as' if fast else 'slower than') + ' float32 here'
+        return DtypeChoice(dtype, f"dtype auto -> {dtype} ({why}; matmul {rates_text})", rates)
+    choice = DtypeChoice(requested, f"dtype {requested} (matmul {rates_text})", rates)
+    if requested != 'float32' and rates[requested] * SLOW_FACTOR < rates['float32']:
+        choice.warning = (f"warning: {requested} runs {rates['float32'] / rates[requested]:.0f}x slower than "
+                          f"float32 on this {device_type(device)} (matmul {rates_text}); --dtype=auto picks "
+                          f"the faster one")
+    return choice

@@ -1,0 +1,53 @@
+"""hardware.py: the device and precision of a run, chosen from measured rates (injected here) and checked."""
+import pytest
+import torch
+
+import hardware
+
+FAST_BF16 = {'float32': 100e9, 'bfloat16': 180e9}
+SLOW_BF16 = {'float32': 126e9, 'bfloat16': 0.9e9}   # an AVX2-only CPU: bf16 emulated
+
+
+def test_auto_takes_bf16_only_where_it_is_fast():
+    assert hardware.choose_dtype('auto', 'cpu', rates=FAST_BF16).dtype == 'bfloat16'
+    slow = hardware.choose_dtype('auto', 'cpu', rates=SLOW_BF16)
+    assert slow.dtype == 'float32' and not slow.warning
+    assert 'float32 126.0, bfloat16 0.9 GFLOP/s' in slow.reason and 'auto -> float32' in slow.reason
+    equal = {'float32': 1e11, 'bfloat16': 1e11}
+    assert hardware.choose_dtype('auto', 'cpu', rates=equal).dtype == 'bfloat16'   # "at least as fast"
+
+
+def test_auto_on_cuda_follows_bf16_support():
+    rates = {'float32': 1e12, 'bfloat16': 1e13, 'float16': 1e13}
+    assert hardware.choose_dtype('auto', 'cuda', rates=rates, cuda_bf16=True).dtype == 'bfloat16'
+    assert hardware.choose_dtype('auto', 'cuda:1', rates=rates, cuda_bf16=False).dtype == 'float16'
+
+
+def test_explicit_slow_dtype_warns_and_still_runs():
+    c = hardware.choose_dtype('bfloat16', 'cpu', rates=SLOW_BF16)
+    assert c.dtype == 'bfloat16'
+    assert c.warning == ("warning: bfloat16 runs 140x slower than float32 on this cpu (matmul float32 126.0, "
+                         "bfloat16 0.9 GFLOP/s); --dtype=auto picks the faster one")
+    assert not hardware.choose_dtype('bfloat16', 'cpu', rates={'float32': 3e9, 'bfloat16': 1.01e9}).warning
+    assert not hardware.choose_dtype('float32', 'cpu', rates=SLOW_BF16).warning
+    with pytest.raises(ValueError, match="dtype must be auto, float32, bfloat16 or float16, not 'half'"):
+        hardware.choose_dtype('half', 'cpu', rates=SLOW_BF16)
+
+
+def test_measured_rates_are_positive_and_leave_the_rng_alone():
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    rate, n = hardware.matmul_rate('cpu', torch.float32, seconds=0.005, tries=2)
+    assert rate > 1e6 and n in (256, 1024)
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason='checks the errors of a machine without CUDA')
+def test_device_errors_name_the_device_and_what_is_available():
+    assert hardware.resolve_device('auto') in ('mps', 'cpu') and hardware.resolve_device('cpu') == 'cpu'
+    with pytest.raises(ValueError, match=r"device 'cuda' is not available on this machine \(available: .*cpu\)"):
+        hardware.resolve_device('cuda')
+    with pytest.raises(ValueError, match="unknown device 'gpu'"):
+        hardware.resolve_device('gpu')
+    with pytest.raises(ValueError, match="unknown device 'cpu:1'"):
+        hardware.resolve_device('cpu:1')
