@@ -63,6 +63,7 @@ import checkpoint as ckpt_io
 import configurator
 import data
 import hardware
+import optim
 from cli import fail
 
 # one component: forward and backward FLOPs, split into what torch's counter sees (matmul/SDPA/conv) and the rest
@@ -269,9 +270,11 @@ def optimizer_rows(model, optimizer, grad_clip, convention='exact'):
     P = sum(p.numel() for p in params)
     if convention == 'seed':
         return [Row('optimizer', f'{optimizer} 15 per parameter (seed)', 0, 15 * P, 0, 0)]
-    decayed = sum(p.numel() for p in params if p.dim() >= 2) if optimizer == 'adamw' else 0
+    decayed = sum(p.numel() for p in params if p.dim() >= 2) if optimizer in ('adamw', 'muon') else 0
     rows = [Row('optimizer', f'{optimizer} 13 per parameter' + (' + decay of >= 2-D weights' if decayed else ''),
                 0, 13 * P + decayed, 0, 0)]
+    if optimizer == 'muon':  # AdamW's 13 per parameter stand for Muon's momentum and update too
+        rows.append(Row('optimizer', 'muon Newton-Schulz, 5 steps per hidden matrix', 0, optim.muon_flops(model), 0, 0))
     if grad_clip:
         rows.append(Row('optimizer', 'gradient clipping 3 per parameter', 0, 3 * P, 0, 0))
     return rows
@@ -358,8 +361,7 @@ def measure_step(model, batch_size, seq_len, vocab_size, device='cpu', optimizer
     x = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(device)
     y = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(device)
     model.to(device).train()
-    opt_cls = torch.optim.AdamW if optimizer == 'adamw' else torch.optim.Adam
-    opt = opt_cls(model.parameters(), lr=1e-4)
+    opts = optim.build(model, optimizer, 1e-4, 0.1, (0.9, 0.95), device_type=torch.device(device).type)
     counts, by_op = {}, {}
     for phase in ('forward', 'backward', 'optimizer'):
         with FlopCounterMode(display=False, custom_mapping=custom) as fc:
@@ -368,7 +370,8 @@ def measure_step(model, batch_size, seq_len, vocab_size, device='cpu', optimizer
             elif phase == 'backward':
                 loss.backward()
             else:
-                opt.step()
+                for opt in opts:
+                    opt.step()
         counts[phase] = fc.get_total_flops()
         for op, n in fc.get_flop_counts().get('Global', {}).items():
             by_op[str(op)] = by_op.get(str(op), 0) + n
@@ -545,11 +548,12 @@ def run(argv):
         step_a, step_m = a['forward_matmul'] + a['backward_matmul'], m['forward'] + m['backward']
         # training runs lm_head fused with the loss (linear_ce.py): its gradient matmuls, 4 M D V, run in the forward
         head = 4 * bc * T * cfg_obj.vocab_size * model.lm_head.weight.shape[1]
+        opt_mm = optim.muon_flops(model) if cfg['optimizer'] == 'muon' else 0  # Newton-Schulz matmuls
         for phase, want, got in (('forward', a['forward_matmul'] + head, m['forward']),
                                  ('backward', a['backward_matmul'] - head, m['backward']),
-                                 ('forward + backward', step_a, step_m), ('optimizer', 0, m['optimizer'])):
+                                 ('forward + backward', step_a, step_m), ('optimizer', opt_mm, m['optimizer'])):
             print(f"{phase:<20} {want:>20,} {got:>20,}   {'equal' if want == got else 'different'}")
-        ok = step_a == step_m and m['optimizer'] == 0
+        ok = step_a == step_m and m['optimizer'] == opt_mm
         print(f"(forward/backward as they run: the fused lm_head + loss forms its gradients, 4 M D V = {head:,}, "
               f"in the forward pass; the tables above keep the mathematical split)")
         print("measured by op: " + ', '.join(f"{op} {n:,}" for op, n in sorted(m['by_op'].items())))

@@ -39,6 +39,7 @@ import curves
 import data
 import flops
 import hardware
+import optim
 from cli import fail
 from eval import Progress, evaluate_tokens, score_logits, split_metrics
 
@@ -70,7 +71,7 @@ block_size = 256
 # model
 model_type = 'gpt'          # a model of checkpoint.MODELS; its fields (n_layer, n_embd, ...) are set like globals
 # optimizer
-optimizer = 'adamw'         # 'adamw' (weight decay on >= 2-D weights only) or 'adam' (no decay)
+optimizer = 'adamw'         # 'adamw' (decay on >= 2-D weights only), 'adam' (no decay), 'muon' (Muon for hidden matrices, AdamW for the rest; optim.py)
 learning_rate = 6e-4
 max_iters = 5000            # 0 = no limit by iterations
 max_epochs = 0              # 0 = no limit by epochs
@@ -78,6 +79,7 @@ max_time = 0.0              # seconds of training; 0 = no limit
 weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
+muon_momentum = 0.95       # optimizer='muon': Muon's (Nesterov) momentum
 grad_clip = 1.0             # clip the global gradient norm at this value; 0 = off
 grad_clip_schedule = []     # [(from_epoch, clip), ...] from epoch 0, e.g. the New-LLM seed's [(0, 0.5), (10, 1.0), (30, 2.0)]
 # learning rate schedule
@@ -134,8 +136,9 @@ def check_config():
         fail("eval_iters must be >= 1 (or eval_full=True)")
     if batch_mode not in ('random', 'seed_lines'):
         fail(f"batch_mode must be 'random' or 'seed_lines', not {batch_mode!r}")
-    if optimizer not in ('adamw', 'adam'):
-        fail(f"optimizer must be 'adamw' or 'adam', not {optimizer!r}")
+    if optimizer not in optim.OPTIMIZERS:
+        fail(f"optimizer must be {', '.join(map(repr, optim.OPTIMIZERS[:-1]))} or {optim.OPTIMIZERS[-1]!r}, not "
+             f"{optimizer!r}")
     if grad_clip_schedule:
         try:
             sched = sorted((int(e), float(c)) for e, c in grad_clip_schedule)
@@ -303,17 +306,8 @@ if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
 model.to(device)
 
-# AdamW decays only >= 2-D weights (matmuls, embeddings); biases and norm gains are not decayed
-# fused: one kernel for all parameters on a CPU or CUDA device, far faster than per-tensor loops; elsewhere (mps)
-# PyTorch's default implementation
-fused = device_type in ('cpu', 'cuda')
-params = [p for p in model.parameters() if p.requires_grad]
-if optimizer == 'adamw':
-    groups = [{'params': [p for p in params if p.dim() >= 2], 'weight_decay': weight_decay},
-              {'params': [p for p in params if p.dim() < 2], 'weight_decay': 0.0}]
-    opt = torch.optim.AdamW(groups, lr=learning_rate, betas=(beta1, beta2), fused=fused)
-else:
-    opt = torch.optim.Adam(params, lr=learning_rate, betas=(beta1, beta2), fused=fused)
+optimizers = optim.build(model, optimizer, learning_rate, weight_decay, (beta1, beta2), muon_momentum, device_type)
+fused = device_type in ('cpu', 'cuda')  # optim.build's choice; the saved state must not override it
 scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == 'float16'))
 
 
@@ -333,9 +327,16 @@ def rng_states():
 
 
 if init_from == 'resume':
-    for group in checkpoint['optimizer']['param_groups']:
-        group['fused'] = fused                 # the saved groups' flag would win (the run may be on another device)
-    opt.load_state_dict(checkpoint['optimizer'])
+    saved = checkpoint['optimizer']
+    saved = saved if isinstance(saved, list) else [saved]  # an older run saved its one optimizer's state alone
+    if len(saved) != len(optimizers):
+        fail(f"{out_dir}/ckpt.pt holds the state of {len(saved)} optimizer(s), optimizer={optimizer!r} has "
+             f"{len(optimizers)}: resume with the optimizer the run started with")
+    for opt, state in zip(optimizers, saved):
+        for group in state['param_groups']:
+            if 'fused' in group:
+                group['fused'] = fused         # the saved groups' flag would win (the run may be on another device)
+        opt.load_state_dict(state)
     scaler.load_state_dict(checkpoint['scaler'])
     saved = checkpoint.get('rng') or [(checkpoint['rng_cpu'], checkpoint.get('rng_cuda'))]  # or an older run's
     if len(saved) != ddp_world_size:
@@ -443,7 +444,8 @@ def save_checkpoint(path, rngs):
     """rngs: rng_states(), gathered by every rank before rank 0 writes."""
     ckpt_io.atomic_torch_save({
         'model': raw_model.state_dict(), 'model_type': model_type, 'model_args': dataclasses.asdict(raw_model.config),
-        'meta': meta, 'config': config, 'optimizer': opt.state_dict(), 'scaler': scaler.state_dict(),
+        'meta': meta, 'config': config, 'optimizer': [o.state_dict() for o in optimizers],
+        'scaler': scaler.state_dict(),
         'iter_num': iter_num, 'best_val_loss': best_val_loss, 'evals_since_best': evals_since_best,
         'train_seconds': train_seconds, 'history': history, 'epoch_log': epoch_log,
         'epoch_running': [loss_sum, loss_count, epoch_start_seconds], 'rng': rngs,
@@ -549,8 +551,9 @@ while True:
         break
     epoch = iter_num // iters_per_epoch
     lr = get_lr(iter_num, train_seconds)
-    for group in opt.param_groups:
-        group['lr'] = lr
+    for opt in optimizers:
+        for group in opt.param_groups:
+            group['lr'] = lr
     t0 = time.time()
     loss_value = torch.zeros((), device=device)  # mean loss over the step's micro-batches (all ranks)
     aux_value = torch.zeros((), device=device)   # its auxiliary terms (the rest is cross-entropy)
@@ -571,15 +574,18 @@ while True:
     if finite:
         clip = get_clip(epoch)
         if clip > 0:
-            scaler.unscale_(opt)
+            for opt in optimizers:
+                scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
-        scaler.step(opt)
+        for opt in optimizers:
+            scaler.step(opt)
         scaler.update()
         bad_steps = 0
     else:  # skip the step; several in a row means the run has diverged
         bad_steps += 1
         log(f"iter {iter_num}: non-finite loss, step skipped ({bad_steps} in a row)")
-    opt.zero_grad(set_to_none=True)
+    for opt in optimizers:
+        opt.zero_grad(set_to_none=True)
     if device_type != 'cpu':
         hardware.synchronize(device)
     dt = time.time() - t0

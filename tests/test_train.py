@@ -194,7 +194,7 @@ BAD_INPUT = [
     (['--max_iters=0'], "set max_iters, max_epochs or max_time"),
     (['--batch_mode=lines'], "batch_mode must be 'random' or 'seed_lines', not 'lines'"),
     (['--batch_mode=seed_lines', '--dataset={nobos}'], "no <bos> line windows in the train split"),
-    (['--optimizer=sgd'], "optimizer must be 'adamw' or 'adam', not 'sgd'"),
+    (['--optimizer=sgd'], "optimizer must be 'adamw', 'adam' or 'muon', not 'sgd'"),
     (['--model_type=rnn'], "unknown model_type 'rnn'"),
     (['--init_from=nowhere.pt'], "init_from='nowhere.pt': no such checkpoint"),
     (['--init_from=resume'], "ckpt.pt does not exist (start with init_from='scratch')"),
@@ -244,20 +244,22 @@ RESUME_CASES = {
                           '--dropout=0.1', '--batch_mode=seed_lines'],
     'resnetbk-random': ['--model_type=resnetbk', '--n_embd=16', '--n_layer=2', '--n_experts=2', '--dropout=0.1',
                         '--use_sparse_bk=True'],
+    'lstm-muon': ['--model_type=lstm', '--n_embd=16', '--n_hidden=16', '--n_layer=2', '--dropout=0.1',
+                  '--optimizer=muon'],
 }
 
 
 def state_of(path):
     ck = torch.load(path, weights_only=True)
-    return ck['model'], ck['optimizer']['state'], ck['history']
+    return ck['model'], [o['state'] for o in ck['optimizer']], ck['history']
 
 
 def assert_same_state(a, b):
     (wa, oa, ha), (wb, ob, hb) = a, b
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
-    assert oa.keys() == ob.keys()
-    for k in oa:
-        assert all(torch.equal(oa[k][n], ob[k][n]) for n in oa[k])
+    assert len(oa) == len(ob)
+    for sa, sb in zip(oa, ob):  # each optimizer's per-parameter state
+        assert sa.keys() == sb.keys() and all(torch.equal(sa[k][n], sb[k][n]) for k in sa for n in sa[k])
     drop_time = lambda h: [{k: v for k, v in e.items() if k != 'seconds'} for e in h]  # wall time differs
     assert drop_time(ha) == drop_time(hb)
 

@@ -1,0 +1,60 @@
+"""optim.py: which parameters each optimizer gets, Muon's FLOPs against torch's counter, and Muon learning."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+import checkpoint as ckpt_io
+import optim
+
+SMALL = {'gpt': dict(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0),
+         'newllm': dict(n_embd=16, n_context=16, n_hidden=32, n_layer=2, dropout=0.0),
+         'resnetbk': dict(n_embd=16, n_layer=2, n_experts=2, block_size=16, dropout=0.0),
+         'lstm': dict(n_embd=16, n_hidden=16, n_layer=2, dropout=0.0)}
+
+
+def model_of(model_type, vocab=40):
+    torch.manual_seed(0)
+    cfg_cls, _ = ckpt_io.model_classes(model_type)
+    fields = {f for f in cfg_cls.__dataclass_fields__}
+    return ckpt_io.build_model(model_type, {k: v for k, v in dict(SMALL[model_type], vocab_size=vocab).items()
+                                            if k in fields})
+
+
+@pytest.mark.parametrize('model_type', SMALL)
+@pytest.mark.parametrize('name', optim.OPTIMIZERS)
+def test_every_parameter_in_exactly_one_optimizer(model_type, name):
+    model = model_of(model_type)
+    opts = optim.build(model, name, 1e-3, 0.1, (0.9, 0.95))
+    seen = [id(p) for o in opts for g in o.param_groups for p in g['params']]
+    trainable = [id(p) for p in model.parameters() if p.requires_grad]
+    assert sorted(seen) == sorted(trainable) and len(set(seen)) == len(seen)
+    if name == 'muon':
+        muon, adamw = opts
+        assert isinstance(muon, torch.optim.Muon) and isinstance(adamw, torch.optim.AdamW)
+        names = {id(p): n for n, p in model.named_parameters()}
+        in_muon = [names[id(p)] for p in muon.param_groups[0]['params']]
+        assert in_muon and all(p.dim() == 2 for p in muon.param_groups[0]['params'])
+        assert not [n for n in in_muon if 'lm_head' in n or 'wte' in n or 'wpe' in n]
+        assert all(p.dim() < 2 or names[id(p)].split('.')[-2] in ('lm_head', 'wte', 'wpe')
+                   for g in adamw.param_groups for p in g['params'])
+
+
+def test_unknown_optimizer_is_a_value_error():
+    with pytest.raises(ValueError, match="optimizer must be 'adamw', 'adam' or 'muon', not 'sgd'"):
+        optim.build(model_of('gpt'), 'sgd', 1e-3, 0.1, (0.9, 0.95))
+
+
+def test_muon_overfits_a_tiny_batch():
+    model = model_of('newllm')
+    opts = optim.build(model, 'muon', 1e-2, 0.0, (0.9, 0.95))
+    x = torch.randint(0, 40, (4, 16), generator=torch.Generator().manual_seed(1))
+    model.train()
+    for step in range(150):
+        _, loss = model(x[:, :-1], x[:, 1:])
+        if step == 0:
+            first = loss.item()
+        loss.backward()
+        for o in opts:
+            o.step()
+            o.zero_grad()
+    assert first > 3.5 and loss.item() < 0.3 * first
