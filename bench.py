@@ -14,7 +14,7 @@ Models, at comparable parameter counts (vocab 1000 like the New-LLM seed; printe
     lstm      n_embd = n_hidden 224, n_layer 2, tied head          1,031,400 params (no positions; not in the
               default --models)
 GPT's and ResNet-BK's block_size is set to T (their learned position tables grow with it; their other weights do
-not). Dropout 0.
+not). Dropout 0. A registered model without an entry in CONFIGS runs at its config's defaults.
 
 What is measured, for each (model, T), in a new process (so one measurement cannot hide another's memory):
     train     one optimizer step on a batch (--batch_size, T) of random tokens: forward, backward, AdamW step.
@@ -66,6 +66,14 @@ QUICK_CONFIGS = {
     'lstm': dict(n_embd=16, n_hidden=16, n_layer=1, dropout=0.0),
 }
 PREFILL_CHUNK = 256
+
+
+def bench_config(model_type, quick=False):
+    """The benchmark's size of a model: its CONFIGS (QUICK_CONFIGS) entry, else its config's defaults, dropout 0."""
+    config = (QUICK_CONFIGS if quick else CONFIGS).get(model_type)
+    if config is None:
+        config = {'dropout': 0.0} if 'dropout' in ckpt_io.config_fields(model_type) else {}
+    return config
 
 
 def build(model_type, config, T):
@@ -290,7 +298,7 @@ def main(argv=None):
         lengths = sorted({int(t) for t in args.lengths.split(',')})
     except ValueError:
         raise SystemExit(f"error: --lengths must be comma-separated integers, not {args.lengths!r}")
-    configs = QUICK_CONFIGS if args.quick else CONFIGS
+    configs = {name: bench_config(name, args.quick) for name in ckpt_io.MODELS}
     if args.quick:
         lengths, args.repeats, args.gen_tokens = [16, 32, 64], 1, 4
     names = [m.strip() for m in args.models.split(',') if m.strip()]

@@ -3,7 +3,7 @@ The model registry, atomic file writes, and loading any model from a checkpoint.
 
 A checkpoint is a dict of tensors and plain Python values only, so `torch.load(weights_only=True)` reads it:
     model       state_dict of the bare model (no DDP / torch.compile prefixes)
-    model_type  'gpt' | 'newllm' | 'resnetbk'
+    model_type  a key of MODELS ('gpt' | 'newllm' | 'resnetbk' | 'lstm')
     model_args  the model config as a dict (dataclasses.asdict)
     meta        the dataset's meta.json (tokenizer, vocabulary, split sizes), so sampling needs no data folder
     config      train.py's configuration; and, in training checkpoints, the optimizer/scaler/RNG/progress state.
@@ -17,7 +17,14 @@ import typing
 
 import torch
 
-# model_type -> (module, config class, model class); imported on first use
+# model_type -> (module, config class, model class); imported on first use. A model is one file and one line here.
+# Its config is a dataclass with vocab_size and block_size; the model class, built as Model(config), provides
+#   forward(idx, targets=None) -> (logits (B, T, V), loss); in training with targets, the fused loss (linear_ce.py)
+#   hidden(idx) -> (B, T, D) what lm_head (an nn.Linear) reads; forward_state(idx, state) -> (logits, state)
+#   generate(idx, max_new_tokens, temperature, top_k) (sampling.py), get_num_params()
+#   is_recurrent(config) (static): whether forward_state carries an O(1) state (eval.py --carry_state)
+#   flop_rows(config, B, T, device_type) (static): [flops.Row] of one forward + backward; PARAM_GROUPS (optional)
+# tests/test_models.py runs the shared interface tests on every entry.
 MODELS = {
     'gpt': ('model_gpt', 'GPTConfig', 'GPT'),
     'newllm': ('model_newllm', 'NewLLMConfig', 'NewLLM'),

@@ -1,5 +1,5 @@
 """
-The training loss of all three models, computed without the (B*T, V) logits.
+The training loss of every model, computed without the (B*T, V) logits, and the evaluation's scores the same way.
 
     loss = mean over rows with y != -1 of CE(h W^T + b, y)          h (M, D), W (V, D), b (V,) or None, y (M,)
 
@@ -9,24 +9,55 @@ held in full: per chunk, logits = h_c W^T + b (m, V) and p = softmax(logits) (on
 p - onehot(y), and the gradients grad_h_c = (p - onehot) W, grad_W += (p - onehot)^T h_c, grad_b += sum of rows are
 formed right away (backward only scales them); rows with y = -1 are zeroed on the small (m, D) sides. The FLOPs are
 those of Linear + cross_entropy + their backward; what it saves is memory traffic and, on a CPU, the page faults of
-fresh (M, V) float32 buffers (245 MB at vocab 30000 and 16 x 128 positions, ~0.2 s each; the unfused step allocates
-3-4 of them). For the same reason all chunks share one logits and one softmax buffer. Measured at 1 thread,
-2048 x 64 x 30000, per call: 474 ms with a fresh buffer per chunk and max/exp/sum/scale as separate passes, 440 ms
-with shared buffers, ~400 ms with the fused softmax.
+fresh (M, V) float32 buffers (the unfused step allocates 3-4 of them, each as large as the logits). For the same
+reason all chunks share one logits and one softmax buffer.
+
+linear_score is the no-gradient twin for evaluation: per chunk, the logits, their log-softmax in float32 (what
+F.cross_entropy computes) and their argmax, summed into (NLL, scored rows, correct argmax).
 """
 import torch
+
+CHUNK_ELEMENTS = 2 ** 22                  # logits per chunk (16 MB in float32)
+
+
+def logit_chunks(hm, Wm, bm):
+    """
+    The logits hm Wm^T + bm chunk by chunk (the caller turns autocast off); hm (M, D), Wm (V, D), bm (V,) or None,
+    all in the matmul dtype. Yields (rows: slice of the chunk's rows, out: its logits (m, V) in that dtype, e: the
+    same in float32, work: a float32 (m, V) scratch). Every chunk reuses the same buffers: fresh (m, V) tensors
+    cost page faults.
+    """
+    M, V = hm.shape[0], Wm.shape[0]
+    chunk = max(16, CHUNK_ELEMENTS // V)
+    m0 = min(chunk, M)
+    buf, work = (torch.empty(m0, V, dtype=torch.float32, device=hm.device) for _ in range(2))
+    buf_mm = buf if hm.dtype == torch.float32 else torch.empty(m0, V, dtype=hm.dtype, device=hm.device)
+    for r0 in range(0, M, chunk):
+        hc = hm[r0:r0 + chunk]
+        m = hc.shape[0]
+        out = buf_mm[:m]
+        if bm is None:
+            torch.mm(hc, Wm.t(), out=out)
+        else:
+            torch.addmm(bm, hc, Wm.t(), out=out)
+        yield slice(r0, r0 + m), out, out if out.dtype == torch.float32 else buf[:m].copy_(out), work[:m]
+
+
+def matmul_dtype(h, mm_dtype=None):
+    """mm_dtype, or if None: the autocast dtype if autocast is on for h's device (train.py's dtype), else float32."""
+    if mm_dtype is not None:
+        return mm_dtype
+    dev = h.device.type
+    return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
 
 
 class LinearCrossEntropy(torch.autograd.Function):
     """apply(h (M, D), W (V, D), b (V,) or None, y (M,) int64, mm_dtype) -> loss (float32 scalar). The matmuls run in
     mm_dtype (float32 or bfloat16/float16), the softmax and all sums in float32, autocast off inside."""
 
-    CHUNK_ELEMENTS = 2 ** 22              # logits per chunk (16 MB in float32; fastest of 2^19..2^24 on the CPU)
-
     @staticmethod
     def forward(ctx, h, W, b, y, mm_dtype):
-        M, V = h.shape[0], W.shape[0]
-        chunk = max(16, LinearCrossEntropy.CHUNK_ELEMENTS // V)
+        V = W.shape[0]
         need = ctx.needs_input_grad[:3]
         with torch.autocast(h.device.type, enabled=False):
             hm, Wm = h.to(mm_dtype), W.to(mm_dtype)
@@ -35,37 +66,26 @@ class LinearCrossEntropy(torch.autograd.Function):
             grad_W = torch.zeros(W.shape, dtype=torch.float32, device=W.device) if need[1] else None
             grad_b = torch.zeros(V, dtype=torch.float32, device=W.device) if b is not None and need[2] else None
             total = torch.zeros((), dtype=torch.float64, device=h.device)
-            # one logits and one softmax buffer for all chunks: fresh (m, V) tensors per chunk cost page faults
-            m0 = min(chunk, M)
-            buf, buf_p = (torch.empty(m0, V, dtype=torch.float32, device=h.device) for _ in range(2))
-            buf_mm = buf if mm_dtype == torch.float32 else torch.empty(m0, V, dtype=mm_dtype, device=h.device)
-            for r0 in range(0, M, chunk):
-                hc, yc = hm[r0:r0 + chunk], y[r0:r0 + chunk]
-                m = hc.shape[0]
+            for rows, out, e, work in logit_chunks(hm, Wm, bm):                    # e: logits (m, V), float32
+                hc, yc = hm[rows], y[rows]
                 valid = (yc != -1).unsqueeze(1)
                 yi = yc.clamp(min=0).unsqueeze(1)
-                out = buf_mm[:m]
-                if bm is None:
-                    torch.mm(hc, Wm.t(), out=out)
-                else:
-                    torch.addmm(bm, hc, Wm.t(), out=out)
-                e = out if out.dtype == torch.float32 else buf[:m].copy_(out)          # logits (m, V)
-                p = torch.ops.aten._softmax.out(e, 1, False, out=buf_p[:m])          # one fused pass
+                p = torch.ops.aten._softmax.out(e, 1, False, out=work)              # one fused pass
                 p_y = p.gather(1, yi)
                 nll = -torch.log(p_y)                                                 # lse - logit[y]
                 tiny = p_y < 1e-30                        # p[y] underflowed: take those rows from the logits
                 if e.device.type != 'cpu':                # no host sync per chunk: a read of the logits instead
                     nll = torch.where(tiny, torch.logsumexp(e, 1, keepdim=True) - e.gather(1, yi), nll)
                 elif tiny.any():
-                    rows = tiny.squeeze(1)
-                    nll[rows] = torch.logsumexp(e[rows], 1, keepdim=True) - e[rows].gather(1, yi[rows])
+                    r = tiny.squeeze(1)
+                    nll[r] = torch.logsumexp(e[r], 1, keepdim=True) - e[r].gather(1, yi[r])
                 total += (nll * valid).sum()
                 if any(need):
                     p.scatter_add_(1, yi, torch.full_like(p[:, :1], -1.0))             # - onehot(y)
                     pm = p if mm_dtype == torch.float32 else out.copy_(p)
                     # rows with y = -1 count for nothing: zeroed on the small (m, D) / (m,) sides of the products
                     if need[0]:
-                        grad_h[r0:r0 + chunk] = (pm @ Wm).float().mul_(valid)
+                        grad_h[rows] = (pm @ Wm).float().mul_(valid)
                     if need[1]:
                         hv = hc * valid.to(hc.dtype)
                         if mm_dtype == torch.float32:
@@ -88,7 +108,37 @@ class LinearCrossEntropy(torch.autograd.Function):
 def linear_cross_entropy(h, weight, bias, targets, mm_dtype=None):
     """h (..., D), weight (V, D), bias (V,) or None, targets (...) int64 (-1 = ignored) -> mean CE, float32 scalar.
     mm_dtype None: the autocast dtype if autocast is on for h's device (train.py's dtype), else float32."""
-    if mm_dtype is None:
-        dev = h.device.type
-        mm_dtype = torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
-    return LinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), weight, bias, targets.reshape(-1), mm_dtype)
+    return LinearCrossEntropy.apply(h.reshape(-1, h.shape[-1]), weight, bias, targets.reshape(-1),
+                                    matmul_dtype(h, mm_dtype))
+
+
+@torch.no_grad()
+def linear_score(h, weight, bias, targets, mm_dtype=None):
+    """
+    h (..., D), weight (V, D), bias (V,) or None, targets (...) int64 (-1 = not scored) ->
+    (summed NLL: float, scored targets: int, targets equal to the argmax of their logits: int). The logits are
+    h W^T + b with the matmul in mm_dtype (as linear_cross_entropy), the NLL is their float32 log-softmax at the
+    target: eval.score_logits of the full logits, one chunk of rows at a time.
+    """
+    mm_dtype = matmul_dtype(h, mm_dtype)
+    h, y = h.reshape(-1, h.shape[-1]), targets.reshape(-1)
+    nll = torch.zeros((), dtype=torch.float64, device=h.device)
+    correct = torch.zeros((), dtype=torch.int64, device=h.device)
+    with torch.autocast(h.device.type, enabled=False):
+        hm, Wm = h.to(mm_dtype), weight.to(mm_dtype)
+        bm = None if bias is None else bias.to(mm_dtype)
+        for rows, _, e, work in logit_chunks(hm, Wm, bm):
+            yc = y[rows]
+            valid = yc != -1
+            yi = yc.clamp(min=0).unsqueeze(1)
+            lp = torch.ops.aten._log_softmax.out(e, 1, False, out=work)            # what F.cross_entropy takes
+            nll -= torch.where(valid, lp.gather(1, yi).squeeze(1), 0.0).double().sum()
+            if e.device.type != 'cpu':                    # no host sync per chunk
+                correct += ((e.argmax(1) == yc) & valid).sum()
+                continue
+            # a CPU's max reduction is far cheaper than its argmax: argmax only the rows where y's logit is the max
+            # (a tie with an earlier class makes that class the argmax, as in torch.argmax)
+            hit = ((e.gather(1, yi).squeeze(1) == e.amax(1)) & valid).nonzero().squeeze(1)
+            if len(hit):
+                correct += (e[hit].argmax(1) == yc[hit]).sum()
+    return nll.item(), int((y != -1).sum()), int(correct)

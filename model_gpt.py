@@ -110,6 +110,15 @@ class Block(nn.Module):
 
 class GPT(nn.Module):
 
+    # parameter name -> component of flops.py's parameter breakdown, first match
+    PARAM_GROUPS = [(r'transformer\.(wte|wpe)\.', 'embedding'), (r'transformer\.h\.(\d+)\.', 'layer {}'),
+                    (r'transformer\.ln_f\.', 'final norm'), (r'lm_head\.', 'lm_head')]
+
+    @staticmethod
+    def is_recurrent(config):
+        """False: the context is the block_size window (forward_state slides it), not a state carried on."""
+        return False
+
     def __init__(self, config):
         super().__init__()
         assert config.vocab_size is not None and config.block_size is not None
@@ -154,11 +163,16 @@ class GPT(nn.Module):
             new_caches.append(c)
         return self.transformer.ln_f(x), new_caches
 
+    def hidden(self, idx):
+        """idx (B, T) int64, T <= block_size -> the final hidden states ln_f(x) (B, T, C), what lm_head reads.
+        forward() builds on it; eval.py scores it with linear_ce.linear_score, without the (B, T, V) logits."""
+        return self._run(idx)[0]
+
     def forward(self, idx, targets=None):
         """idx (B, T) int64, targets (B, T) or None -> logits (B, T, V), mean CE loss (ignore_index=-1) or None.
         Training with targets and gradients on: the loss comes from linear_ce.py and logits is None (the (B, T, V)
         logits are never formed; train.py only uses the loss)."""
-        x, _ = self._run(idx)
+        x = self.hidden(idx)
         if targets is not None and self.training and torch.is_grad_enabled():
             return None, linear_cross_entropy(x, self.lm_head.weight, None, targets)
         logits = self.lm_head(x)
@@ -182,6 +196,39 @@ class GPT(nn.Module):
             x, caches = self._run(tokens)
             x = x[:, -min(idx.size(1), tokens.size(1)):]
         return self.lm_head(x), {'caches': caches, 'tokens': tokens}
+
+    @staticmethod
+    def flop_rows(cfg, B, T, device_type='cuda'):
+        """
+        FLOPs of one forward + backward on a (B, T) batch by component, as flops.Row, by flops.py's rules; M = B*T.
+        Attention scores q k^T and att @ v are 2 B nh T^2 hs each over the full T x T square (what the kernels
+        run). Their backward: a fused SDPA kernel (CUDA, or a CPU without attention dropout) recomputes q k^T, so
+        the scores cost 3x their forward there and 2x in the math fallback (a CPU with dropout > 0).
+        """
+        from flops import Row, elementwise, linear
+        M, C, V, nh = B * T, cfg.n_embd, cfg.vocab_size, cfg.n_head
+        hs = C // nh
+        drop = 1 if cfg.dropout > 0 else 0
+        fused = device_type != 'cpu' or not drop
+        ln = (7 if cfg.bias else 6) * M * C
+        rows = [Row('embedding', 'wte + wpe lookups, add' + (', dropout' if drop else ''), 0, M * C * (1 + drop),
+                    0, 2 * M * C + 2 * drop * M * C)]
+        for i in range(cfg.n_layer):
+            g = f'layer {i}'
+            scores, probs = 2 * B * nh * T * T * hs, B * nh * T * T
+            rows += [elementwise(g, 'ln_1', ln),
+                     linear(g, 'attention qkv Linear(C,3C)', M, C, 3 * C, cfg.bias),
+                     Row(g, 'attention scores q k^T, scale, mask, softmax' + (', dropout' if drop else ''),
+                         scores, (7 + drop) * probs, (3 if fused else 2) * scores, 2 * (7 + drop) * probs),
+                     Row(g, 'attention values att v', scores, 0, 2 * scores, 0),
+                     linear(g, 'attention proj Linear(C,C), residual', M, C, C, cfg.bias, extra=(1 + drop) * M * C),
+                     elementwise(g, 'ln_2', ln),
+                     linear(g, 'MLP Linear(C,4C), GELU', M, C, 4 * C, cfg.bias, extra=5 * M * 4 * C),
+                     linear(g, 'MLP Linear(4C,C), residual', M, 4 * C, C, cfg.bias, extra=(1 + drop) * M * C)]
+        rows += [elementwise('final norm', 'ln_f', ln),
+                 linear('lm_head', 'lm_head Linear(C,V), tied to wte (fused with the loss)', M, C, V, bias=False),
+                 elementwise('loss', 'cross-entropy', 5 * M * V)]
+        return rows
 
     def crop_block_size(self, block_size):
         """Shrink the model's context (e.g. load a block_size 1024 model and use 256)."""

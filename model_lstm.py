@@ -52,6 +52,14 @@ class LSTMConfig:
 
 class LSTM(nn.Module):
 
+    # parameter name -> component of flops.py's parameter breakdown, first match (a tied head is wte's)
+    PARAM_GROUPS = [(r'wte\.', 'embedding'), (r'lstm\.\w+_l(\d+)$', 'layer +{}'), (r'lm_head\.', 'lm_head')]
+
+    @staticmethod
+    def is_recurrent(config):
+        """True: (h, c) carries the whole past from window to window, O(1) in its length."""
+        return True
+
     def __init__(self, config):
         super().__init__()
         if config.n_layer < 1:
@@ -89,13 +97,19 @@ class LSTM(nn.Module):
         way)."""
         out, (h, c) = self.lstm(self.drop(self.wte(idx)), state)
         dt = self.lm_head.weight.dtype
-        return self.drop(out), (h.to(dt), c.to(dt))
+        # contiguous (the kernel's output is time-major): lm_head is then one addmm, rounded as linear_score rounds
+        return self.drop(out.contiguous()), (h.to(dt), c.to(dt))
+
+    def hidden(self, idx):
+        """idx (B, T) int64 (any T) -> the last layer's outputs (B, T, H) from a zero state, what lm_head reads.
+        forward() builds on it; eval.py scores it with linear_ce.linear_score, without the (B, T, V) logits."""
+        return self._run(idx)[0]
 
     def forward(self, idx, targets=None):
         """idx (B, T) int64 (any T), targets (B, T) or None -> logits (B, T, V), mean CE (ignore_index=-1) or None.
         Every sequence starts from a zero state. Training with targets and gradients on: the loss comes from
         linear_ce.py and logits is None (train.py only uses the loss)."""
-        h, _ = self._run(idx)
+        h = self.hidden(idx)
         if targets is not None and self.training and torch.is_grad_enabled():
             return None, linear_cross_entropy(h, self.lm_head.weight, self.lm_head.bias, targets)
         logits = self.lm_head(h)
@@ -114,3 +128,25 @@ class LSTM(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Continue idx (B, T) by max_new_tokens sampled tokens; one (h, c) per sequence, the prefix is read once."""
         return sampling.generate(self, idx, max_new_tokens, temperature, top_k)
+
+    @staticmethod
+    def flop_rows(cfg, B, T, device_type='cuda'):
+        """FLOPs of one forward + backward on a (B, T) batch by component, as flops.Row, by flops.py's rules.
+        The kernels (oneDNN, cuDNN) run both matmuls of every step, W_ih u_t and W_hh h_{t-1}, summed, + 2 biases;
+        the gates: 3 sigmoids, 2 tanh, c = f c + i g, h = o tanh(c), 9 per element of H."""
+        from flops import Row, elementwise, linear
+        M, E, H, V = B * T, cfg.n_embd, cfg.n_hidden, cfg.vocab_size
+        drop = 1 if cfg.dropout > 0 else 0
+        bias = 1 if cfg.bias else 0
+        rows = [Row('embedding', 'wte lookup' + (', dropout' if drop else ''), 0, drop * M * E,
+                    0, M * E + 2 * drop * M * E)]
+        for l in range(cfg.n_layer):
+            n_in = E if l == 0 else H
+            rows += [Row(f'layer {l + 1}', f'W_ih u_t + W_hh h_t-1 (4H gates, {T} steps)', 8 * M * H * (n_in + H),
+                         (4 + 8 * bias) * M * H, 16 * M * H * (n_in + H), 2 * (4 + 8 * bias) * M * H),
+                     elementwise(f'layer {l + 1}', '3 sigmoids, 2 tanh, c = f c + i g, h = o tanh(c)' +
+                                 (', dropout' if drop else ''), (9 + drop) * M * H)]
+        rows += [linear('lm_head', 'lm_head Linear(H,V)' + (', tied to wte' if cfg.tie_weights else '') +
+                        ' (fused with the loss)', M, H, V, cfg.bias),
+                 elementwise('loss', 'cross-entropy', 5 * M * V)]
+        return rows

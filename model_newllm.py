@@ -160,6 +160,15 @@ class ContextLoop(torch.autograd.Function):
 
 class NewLLM(nn.Module):
 
+    # parameter name -> component of flops.py's parameter breakdown, first match
+    PARAM_GROUPS = [(r'wte\.', 'embedding'), (r'mlp\.(\d+)\.', 'layer +{}'), (r'context_head\.', 'context heads'),
+                    (r'ln_c\.', 'context LayerNorm'), (r'lm_head\.', 'lm_head')]
+
+    @staticmethod
+    def is_recurrent(config):
+        """True: the context c carries the whole past from window to window, O(1) in its length."""
+        return True
+
     def __init__(self, config):
         super().__init__()
         if config.vocab_size is None or config.n_layer < 1:
@@ -200,11 +209,16 @@ class NewLLM(nn.Module):
         return ContextLoop.apply(xw, c, W1[:, E:], self.context_head.weight, self.context_head.bias,
                                  self.ln_c.weight, self.ln_c.bias, p, *rest)
 
+    def hidden(self, idx):
+        """idx (B, T) int64 (any T) -> the MLP's last layer h_t (B, T, H) from a zero context, what lm_head reads.
+        forward() builds on it; eval.py scores it with linear_ce.linear_score, without the (B, T, V) logits."""
+        return self._run(idx)[0]
+
     def forward(self, idx, targets=None):
         """idx (B, T) int64 (any T), targets (B, T) or None -> logits (B, T, V), mean CE (ignore_index=-1) or None.
         Every sequence starts from a zero context, like every window of the seed. Training with targets and gradients
         on: the loss comes from linear_ce.py and logits is None (train.py only uses the loss)."""
-        h, _ = self._run(idx)
+        h = self.hidden(idx)
         if targets is not None and self.training and torch.is_grad_enabled():
             return None, linear_cross_entropy(h, self.lm_head.weight, self.lm_head.bias, targets)
         logits = self.lm_head(h)
@@ -223,3 +237,25 @@ class NewLLM(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Continue idx (B, T) by max_new_tokens sampled tokens; one context per sequence, the prefix is read once."""
         return sampling.generate(self, idx, max_new_tokens, temperature, top_k)
+
+    @staticmethod
+    def flop_rows(cfg, B, T, device_type='cuda'):
+        """FLOPs of one forward + backward on a (B, T) batch by component, as flops.Row, by flops.py's rules.
+        Layer 1 is counted as it runs: its token half as one matmul over B*T, its context half inside the loop;
+        the context heads: 2 sigmoids and f*c + i*d, 5 per element of C; LayerNorm(C) and the clamp 8."""
+        from flops import Row, elementwise, linear
+        M, E, H, C, V = B * T, cfg.n_embd, cfg.n_hidden, cfg.n_context, cfg.vocab_size
+        act = (2 if cfg.dropout > 0 else 1) * M * H  # ReLU (+ dropout)
+        steps = f' ({T} steps)'
+        rows = [Row('embedding', 'wte lookup', 0, 0, 0, M * E),
+                linear('layer 1', 'token half W1[:, :E] x_t + b1 (one matmul over B*T)', M, E, H),
+                linear('layer 1', 'context half W1[:, E:] c_t, ReLU' + (', dropout' if cfg.dropout > 0 else '') +
+                       steps, M, C, H, bias=False, extra=M * H + act)]
+        for l in range(2, cfg.n_layer + 1):
+            rows.append(linear(f'layer {l}', 'Linear(H,H), ReLU' + (', dropout' if cfg.dropout > 0 else '') + steps,
+                               M, H, H, extra=act))
+        rows += [linear('context heads', 'Linear(H,3C), 2 sigmoids, f*c + i*d' + steps, M, H, 3 * C, extra=5 * M * C),
+                 elementwise('context LayerNorm', 'LayerNorm(C), clamp' + steps, 8 * M * C),
+                 linear('lm_head', 'lm_head Linear(H,V) (fused with the loss)', M, H, V),
+                 elementwise('loss', 'cross-entropy', 5 * M * V)]
+        return rows

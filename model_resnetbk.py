@@ -475,6 +475,30 @@ class BKLayer(nn.Module):
             self.mask_proj = nn.Linear(D, 1)
             self.interp = nn.Conv1d(3, 2, kernel_size=3)
 
+    @staticmethod
+    def flop_rows(group, cfg, B, N):
+        """FLOPs of one BKLayer over B sequences of N as flops.Row: MoE (router softmax, top-k, balance 7 per
+        logit), v_proj, the BK-Core (the causal recurrence 2 + 7 per position, the seed's full diagonal 25), the
+        sparse BK parts if on, the output projection."""
+        from flops import Row, elementwise, linear
+        M, D, E, K = B * N, cfg.n_embd, cfg.n_experts, cfg.top_k
+        drop = 2 * D if cfg.dropout > 0 else 0
+        chain, core = (9, 'causal recurrence') if cfg.bk_causal else (25, 'full diagonal, seed')
+        seed_gate = cfg.router == 'seed'
+        rows = [linear(group, 'router Linear(D,E)', M, D, E),
+                elementwise(group, 'router softmax, top-k, balance' + (', gate softmax' if seed_gate else ''),
+                            M * (7 * E + (5 * K if seed_gate else 0))),
+                Row(group, f'experts Linear(D,2D)-ReLU-Linear(2D,D), top_{K} of {E}', 8 * M * K * D * D,
+                    M * K * (7 * D + drop), 16 * M * K * D * D, 2 * M * K * (7 * D + drop)),
+                linear(group, 'v_proj Linear(D,1), clamp', M, D, 1, extra=M),
+                elementwise(group, f'BK-Core ({core})', M * (chain + (1 if cfg.use_sparse_bk else 0)))]
+        if cfg.use_sparse_bk:
+            rows += [linear(group, 'sparse mask Linear(D,1), Gumbel-sigmoid, sparsity loss', M, D, 1, extra=11 * M),
+                     Row(group, 'sparse interpolator Conv1d(3,2,3), mix', 36 * M, 11 * M, 72 * M, 22 * M)]
+        rows.append(linear(group, 'output projection Linear(2,D), clamp, bk_scale, add', M, 2, D,
+                           extra=2 * M + 2 * M * D))
+        return rows
+
     def forward(self, u, state, aux):
         """u (B, T, D); state None (start) or {'g': (B,) complex, 'interp': (B, 3, 2)}; aux: dict name -> auxiliary
         training loss, summed over the layers (this one adds its terms). -> out (B, T, D), new state."""
@@ -589,6 +613,16 @@ class ResNetBK(nn.Module):
     Non-causal (seed) mode has no recurrent state: the state is the last block_size tokens, recomputed each call.
     """
 
+    # parameter name -> component of flops.py's parameter breakdown, first match
+    PARAM_GROUPS = [(r'(wte|wpe)\.', 'embedding'), (r'(?:blocks|halt)\.(\d+)\.', 'layer {}'),
+                    (r'ln_f\.', 'final norm'), (r'lm_head\.', 'lm_head')]
+
+    @staticmethod
+    def is_recurrent(config):
+        """Causal: the chains' last g (and the multi-scale/sparse parts' state) carry the whole past, O(1) in its
+        length. The non-causal seed mode has no state: each position sees its whole window."""
+        return config.bk_causal
+
     def __init__(self, config):
         super().__init__()
         check_bk_options(config.bk_grad, config.bk_scan)
@@ -665,6 +699,19 @@ class ResNetBK(nn.Module):
             add_aux(aux, 'ponder', self.config.act_ponder_cost * ponder.mean())
         return out.to(h.dtype), new_states
 
+    def hidden(self, idx, aux=None):
+        """idx (B, T) int64, T <= block_size -> the final hidden states ln_f(h) (B, T, D), what lm_head reads.
+        aux: a dict that receives the auxiliary training losses (training mode, see forward). forward() builds on
+        it; eval.py scores it with linear_ce.linear_score, without the (B, T, V) logits."""
+        T = idx.shape[1]
+        if T > self.config.block_size:
+            raise ValueError(f"cannot forward {T} positions, block_size is only {self.config.block_size} "
+                             f"(use forward_state for longer sequences)")
+        h, _, layer_aux = self._run(idx)
+        if aux is not None:
+            aux.update(layer_aux)
+        return h
+
     def forward(self, idx, targets=None):
         """
         idx (B, T) int64 with T <= block_size, targets (B, T) or None -> logits (B, T, V) float32, loss.
@@ -677,11 +724,8 @@ class ResNetBK(nn.Module):
         router='softmax'), 'ponder' (use_act), 'sparsity' (use_sparse_bk); {} in eval mode or with none on. So
         CE = loss - sum(last_aux.values()), for logging CE beside the auxiliary terms.
         """
-        T = idx.shape[1]
-        if T > self.config.block_size:
-            raise ValueError(f"cannot forward {T} positions, block_size is only {self.config.block_size} "
-                             f"(use forward_state for longer sequences)")
-        h, _, aux = self._run(idx)
+        aux = {}
+        h = self.hidden(idx, aux)
         self.last_aux = {k: v.detach().float() for k, v in aux.items()}
         if targets is not None and self.training and torch.is_grad_enabled():
             loss = linear_cross_entropy(h, self.lm_head.weight, self.lm_head.bias, targets)
@@ -714,3 +758,57 @@ class ResNetBK(nn.Module):
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Continue idx (B, T) by max_new_tokens sampled tokens; causal mode steps one token at a time."""
         return sampling.generate(self, idx, max_new_tokens, temperature, top_k)
+
+    @staticmethod
+    def flop_rows(cfg, B, T, device_type='cuda'):
+        """FLOPs of one forward + backward on a (B, T) batch by component, as flops.Row, by flops.py's rules.
+        The parallel forms of the BK recurrence (bk_scan) compute the same g with more work for fewer sequential
+        steps; the O(N) recurrence is what is counted. Multi-scale: a coarse BKLayer over the T // 2 pairs."""
+        from flops import Row, elementwise, linear
+        M, D, V = B * T, cfg.n_embd, cfg.vocab_size
+        rows = [Row('embedding', 'wte + wpe lookups, add', 0, M * D, 0, 2 * M * D)]
+        for i in range(cfg.n_layer):
+            g = f'layer {i}'
+            rows.append(elementwise(g, 'LayerNorm', 7 * M * D))
+            P = T // 2
+            if cfg.use_multi_scale and P > 0:
+                rows.append(elementwise(g, 'multi-scale pooling of position pairs', 3 * B * P * D))
+                rows += [r._replace(name='coarse ' + r.name) for r in BKLayer.flop_rows(g, cfg, B, P)]
+                rows.append(linear(g, 'multi-scale Linear(D,2D) up, add', M, D, 2 * D, extra=M * D))
+            rows += BKLayer.flop_rows(g, cfg, B, T)
+            rows.append(elementwise(g, 'residual', M * D))
+            if cfg.use_act:
+                rows.append(linear(g, 'ACT halting Linear(D,1), sigmoid, weighted sum', M, D, 1,
+                                   extra=M * (3 * D + 8)))
+        rows += [elementwise('final norm', 'LayerNorm', 7 * M * D),
+                 linear('lm_head', 'lm_head Linear(D,V) (fused with the loss)', M, D, V),
+                 elementwise('loss', 'cross-entropy', 5 * M * V)]
+        return rows
+
+    @staticmethod
+    def seed_flop_rows(cfg, B, N):
+        """
+        flops.py's convention 'seed': the seed's own FLOP formula, for the seed's architecture (flags off), with
+        T = B*N tokens. Forward: embedding T D; per layer LayerNorm 5 T D, gating 2 T D E, softmax 3 T E, experts
+        T K (8 D^2 + 2 D), BK-Core 34 T, output projection 4 T D; final LayerNorm 5 T D; lm_head 2 T D V. Not
+        counted: v_proj, residual adds, the loss. Backward: the Linear/MoE terms 2x, LayerNorm and embedding 1x,
+        BK-Core 26 T.
+        """
+        from flops import Row
+        flags = [f for f in ('use_act', 'use_multi_scale', 'use_sparse_bk') if getattr(cfg, f)]
+        if flags:
+            raise ValueError(f"the seed convention covers the seed's architecture only; turn off {', '.join(flags)}")
+        T, D, E, K, V = B * N, cfg.n_embd, cfg.n_experts, cfg.top_k, cfg.vocab_size
+        rows = [Row('embedding', 'embedding T*D', 0, T * D, 0, T * D)]
+        for i in range(cfg.n_layer):
+            g = f'layer {i}'
+            rows += [Row(g, 'LayerNorm 5TD', 0, 5 * T * D, 0, 5 * T * D),
+                     Row(g, 'router/gating 2TDE', 2 * T * D * E, 0, 4 * T * D * E, 0),
+                     Row(g, 'softmax 3TE', 0, 3 * T * E, 0, 6 * T * E),
+                     Row(g, f'experts (top_{K} of {E}) TK(8D^2+2D)', T * K * 8 * D * D, T * K * 2 * D,
+                         2 * T * K * 8 * D * D, 2 * T * K * 2 * D),
+                     Row(g, 'BK-Core 34N*B (backward 26N*B)', 0, 34 * T, 0, 26 * T),
+                     Row(g, 'output projection Linear(2,D) 4TD', 4 * T * D, 0, 8 * T * D, 0)]
+        rows += [Row('final norm', 'LayerNorm 5TD', 0, 5 * T * D, 0, 5 * T * D),
+                 Row('lm_head', 'lm_head 2TDV', 2 * T * D * V, 0, 4 * T * D * V, 0)]
+        return rows

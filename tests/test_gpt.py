@@ -1,41 +1,13 @@
-"""GPT baseline: parameter count, causality, the KV cache against full recomputation, a tiny corpus overfit."""
+"""GPT: the sliding window past block_size, a tiny corpus overfit, ignore_index and crop_block_size (the interface
+shared by every model, causality, the KV cache against recomputation, the parameter count, is in test_models.py)."""
 import torch
 
 from model_gpt import GPT, GPTConfig
 
 
-def tiny(bias=True, block_size=16, dropout=0.0):
+def tiny(block_size=16):
     torch.manual_seed(0)
-    return GPT(GPTConfig(vocab_size=50, block_size=block_size, n_layer=2, n_head=2, n_embd=16, dropout=dropout,
-                         bias=bias)).eval()
-
-
-def test_num_params_formula():
-    V, N, C, L = 50, 16, 16, 2
-    assert tiny(bias=True).get_num_params() == V * C + N * C + L * (12 * C * C + 13 * C) + 2 * C
-    assert tiny(bias=False).get_num_params() == V * C + N * C + L * (12 * C * C + 2 * C) + C
-
-
-def test_causality():
-    model = tiny()
-    idx = torch.randint(0, 50, (2, 16))
-    j = 9
-    changed = idx.clone()
-    changed[:, j] = (changed[:, j] + 1) % 50
-    a, _ = model(idx)
-    b, _ = model(changed)
-    assert torch.equal(a[:, :j], b[:, :j])
-    assert not torch.allclose(a[:, j], b[:, j])
-
-
-def test_forward_state_chunks_equal_full_forward():
-    model = tiny()
-    idx = torch.randint(0, 50, (3, 16))
-    full, _ = model(idx)
-    l1, s = model.forward_state(idx[:, :5])
-    l2, s = model.forward_state(idx[:, 5:6], s)
-    l3, s = model.forward_state(idx[:, 6:], s)
-    torch.testing.assert_close(torch.cat([l1, l2, l3], 1), full, rtol=1e-5, atol=1e-5)
+    return GPT(GPTConfig(vocab_size=50, block_size=block_size, n_layer=2, n_head=2, n_embd=16, dropout=0.0)).eval()
 
 
 def test_sliding_window_past_block_size():
@@ -46,17 +18,6 @@ def test_sliding_window_past_block_size():
     ref, _ = model(idx[:, 1:9])
     torch.testing.assert_close(logits[:, -1], ref[:, -1], rtol=1e-5, atol=1e-5)
     assert s['tokens'].shape == (2, 8)
-
-
-def test_kv_cache_greedy_generation_equals_recomputation():
-    model = tiny()
-    prompt = torch.randint(0, 50, (2, 4))
-    out = model.generate(prompt, 10, temperature=0.0)
-    ref = prompt
-    for _ in range(10):  # no cache: the whole prefix every step
-        logits, _ = model(ref)
-        ref = torch.cat([ref, logits[:, -1].argmax(-1, keepdim=True)], 1)
-    assert torch.equal(out, ref)
 
 
 def test_overfits_a_tiny_corpus():

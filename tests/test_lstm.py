@@ -1,12 +1,9 @@
-"""The LSTM baseline: the shared model interface (causal, streaming state, generation, fused loss), its parameter
-count, and its FLOP rows against torch's counter."""
+"""The LSTM baseline: its tied head, forget-gate init, float32 state under bf16, its size, and its FLOP rows against
+torch's counter (the interface shared by every model is in test_models.py)."""
 import pytest
 import torch
-from torch.nn import functional as F
 
-import checkpoint as ckpt_io
 import flops
-from eval import is_recurrent
 from model_lstm import LSTM, LSTMConfig
 
 TINY = dict(vocab_size=37, n_embd=12, n_hidden=20, n_layer=2, block_size=16, dropout=0.0, tie_weights=False)
@@ -17,14 +14,9 @@ def tiny_model(seed=0, **kw):
     return LSTM(LSTMConfig(**{**TINY, **kw})).eval()
 
 
-def test_param_count_formula():
-    V, E, H = 37, 12, 20
-    lstm = 4 * H * (E + H) + 8 * H + 4 * H * (2 * H) + 8 * H  # two layers, two bias vectors each
-    assert tiny_model().get_num_params() == V * E + lstm + H * V + V
-    assert tiny_model(n_embd=20, tie_weights=True).get_num_params() == V * 20 + 4 * H * 40 * 2 + 16 * H + V
-    assert tiny_model(bias=False).get_num_params() == V * E + lstm - 16 * H + H * V
-    assert LSTM(LSTMConfig()).get_num_params() == 2_750_440  # config/cmp_lstm.py: within 0.5% of New-LLM's 2,739,432
-    assert ckpt_io.build_model('lstm', TINY).get_num_params() == tiny_model().get_num_params()  # in the registry
+def test_param_count_at_the_defaults():
+    """config/cmp_lstm.py's size (the formula itself is checked in test_models.py)."""
+    assert LSTM(LSTMConfig()).get_num_params() == 2_750_440  # within 0.5% of New-LLM's 2,739,432
 
 
 def test_tied_head_is_the_embedding_and_needs_equal_widths():
@@ -44,90 +36,6 @@ def test_forget_gate_bias_starts_at_one():
             assert torch.all(p == 0)
 
 
-def test_recurrent_for_eval():
-    assert is_recurrent('lstm', TINY)
-
-
-def test_causal():
-    model = tiny_model()
-    idx = torch.randint(0, 37, (2, 12))
-    j = 7
-    idx2 = idx.clone()
-    idx2[:, j] = (idx[:, j] + 1) % 37
-    a, _ = model(idx)
-    b, _ = model(idx2)
-    assert torch.equal(a[:, :j], b[:, :j])
-    assert (a[:, j:j + 4] - b[:, j:j + 4]).abs().amax(dim=(0, 2)).min() > 1e-6  # and the state carries it on
-
-
-def test_state_across_windows_equals_one_forward():
-    model = tiny_model()
-    idx = torch.randint(0, 37, (2, 40))  # longer than block_size 16: the recurrence has no length limit
-    whole, (h_whole, c_whole) = model.forward_state(idx)
-    logits, state = [], None
-    for c0 in (0, 13, 14, 30):  # uneven chunks, one of a single token
-        c1 = {0: 13, 13: 14, 14: 30, 30: 40}[c0]
-        out, state = model.forward_state(idx[:, c0:c1], state)
-        logits.append(out)
-    torch.testing.assert_close(torch.cat(logits, dim=1), whole, rtol=0, atol=1e-5)
-    torch.testing.assert_close(state[0], h_whole, rtol=0, atol=1e-5)
-    torch.testing.assert_close(state[1], c_whole, rtol=0, atol=1e-5)
-    assert h_whole.shape == c_whole.shape == (2, 2, 20)  # (L, B, H): O(1) in the length
-    torch.testing.assert_close(model(idx)[0], whole, rtol=0, atol=1e-6)  # forward == forward_state from zeros
-
-
-def test_greedy_generation_with_state_equals_recomputation():
-    model = tiny_model()
-    prompt = torch.randint(0, 37, (2, 5))
-    out = model.generate(prompt, 20, temperature=0.0)
-    assert out.shape == (2, 25) and torch.equal(out[:, :5], prompt)
-    ref = prompt
-    for _ in range(20):  # re-read the whole prefix from a zero state every step
-        logits, _ = model(ref)
-        ref = torch.cat([ref, logits[:, -1].argmax(-1, keepdim=True)], dim=1)
-    assert torch.equal(out, ref)
-
-
-@pytest.mark.parametrize('tie', [False, True])
-def test_fused_training_loss_equals_eval_loss_and_gradients(tie):
-    """Training mode (fused lm_head + CE of linear_ce.py, no logits) against autograd through F.cross_entropy."""
-    model = tiny_model(n_embd=20 if tie else 12, tie_weights=tie)  # dropout 0: train and eval compute the same
-    idx = torch.randint(0, 37, (3, 11))
-    targets = torch.randint(0, 37, (3, 11))
-    targets[0, 4:] = -1
-    model.train()
-    logits, loss = model(idx, targets)
-    assert logits is None
-    loss.backward()
-    fused = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
-    model.eval()
-    logits, eval_loss = model(idx, targets)
-    ref = F.cross_entropy(logits.view(-1, 37), targets.view(-1), ignore_index=-1)
-    ref.backward()
-    assert loss.item() == pytest.approx(ref.item(), rel=1e-5)
-    assert eval_loss.item() == pytest.approx(ref.item(), rel=1e-6)
-    for n, p in model.named_parameters():
-        torch.testing.assert_close(fused[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
-
-
-def test_every_parameter_gets_gradient_in_training_mode():
-    model = tiny_model(dropout=0.1).train()
-    idx = torch.randint(0, 37, (4, 16))
-    _, loss = model(idx, torch.randint(0, 37, (4, 16)))
-    loss.backward()
-    for n, p in model.named_parameters():
-        assert p.grad is not None and p.grad.abs().sum() > 0, n
-
-
-def test_dropout_only_in_training():
-    model = tiny_model(dropout=0.5)
-    idx = torch.randint(0, 37, (2, 8))
-    assert torch.equal(model(idx)[0], model(idx)[0])
-    model.train()
-    assert not torch.equal(model(idx)[0], model(idx)[0])
-
-
 def test_bf16_autocast_keeps_state_float32_and_close():
     model = tiny_model()
     idx = torch.randint(0, 37, (2, 10))
@@ -136,6 +44,7 @@ def test_bf16_autocast_keeps_state_float32_and_close():
         logits, (h, c) = model.forward_state(idx)
         _, loss = model.train()(idx, idx)   # the fused loss under autocast too
     assert h.dtype == c.dtype == torch.float32 and torch.isfinite(loss)
+    assert h.shape == c.shape == (2, 2, 20)  # (L, B, H)
     assert (logits.float() - ref).abs().max() < 0.1 * ref.abs().max()
     model.eval().forward_state(idx, (h, c))  # the state goes back in without autocast
 
