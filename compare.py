@@ -1,0 +1,798 @@
+"""
+The seeds' question in one command (issue 19): GPT, New-LLM, ResNet-BK and an LSTM at equal size, each at the
+learning rate one common probe sweep picks, several seeds; and a recall probe. Everything lands in results/compare/.
+
+    python compare.py --task lm                          # WikiText-2 word-1000, 5M tokens x 3 seeds per model
+    python compare.py --task lm --tokens 5e6 --seeds 3 --lrs 1e-3,2e-3,4e-3,8e-3 --jobs 2
+    python compare.py --task recall                      # MQAR (mqar.py)
+    python compare.py --task lm --quick --dataset DIR    # tiny models and budget, the whole pipeline (tests)
+
+Runs go to --work (default out-compare/). A run whose folder holds a finished run of the same command is reused, so
+an interrupted comparison continues where it stopped; anything else in its folder is replaced. --jobs runs go at
+once, each a process with OMP_NUM_THREADS=--threads (default: one 1-thread run per core), so a run's wall-clock is
+measured with the other cores busy with other runs.
+
+LM task, per model m of --models with its settings in config/cmp_<m>.py (2.74M parameters +-3%, the same data,
+windows, optimizer and schedule), every run at one device and dtype: train.py's 'auto' rule (hardware.py), decided
+once here (pin it with --dtype, so that a rerun's runs are reused even if the measurement would now pick the other):
+  1. probe sweep: `python train.py config/cmp_<m>.py --learning_rate=lr --min_lr=lr/10 --max_iters=P ...` for every
+     lr of --lrs, P iterations of --probe_tokens (the cosine over the probe), the whole val split at the end. The
+     lowest val loss picks m's learning rate (a diverged probe loses). Same grid and budget for every model.
+  2. runs: every model x seed (0 .. --seeds - 1) trained for --tokens at its learning rate, the whole val split
+     evaluated --evals times: val PPL against tokens and against training seconds (train.py's history.json).
+  3. per run, from its best.pt, with eval.py's functions at the run's dtype: val PPL and accuracy in the
+     training windows (train.py's final evaluation), with the state carried through the split (recurrent models,
+     as eval.py --carry_state), on the New-LLM seed's line windows (train.py's batch_mode='seed_lines' metric; data
+     with <bos> lines only), and the loss by position out to the last of --context with the state carried (GPT:
+     its block_size window sliding by half of it), as eval.py --context_lengths.
+  4. per model: generation ms/token and memory at --gen_lengths tokens of context (bench.py's measurement: a fresh
+     process per point, batch 1, greedy, 1 thread, vocab 1000; GPT's position table grown to the context as in
+     bench.py, so it attends to all of it).
+  -> lm.json (every run's numbers, the probes, the command, machine, date), lm.md (mean +- std over seeds, which
+     differences exceed the spread, the two seed questions), lm_curves.png, lm_context.png.
+A difference "exceeds the spread" when the seeds' ranges do not overlap: every seed of one model beats every seed of
+the other (with 3 seeds each, a chance of 1 in 10 if the models were alike).
+
+Recall task (mqar.py): per model of RECALL_MODELS (~0.1M parameters), sequence length T of --recall_lengths and
+number of pairs n of --recall_pairs that fits (4 n <= T), one `python mqar.py ...` run of --recall_steps, the same
+optimizer, learning rate and budget for all; held-out accuracy with every key asked once. The small vocabulary is
+deliberate: on a CPU budget a 2-layer GPT stays on the plateau of guessing among the values present (accuracy
+1 / n) for thousands of steps once there are more than a few dozen keys or T grows, so the defaults are the settings
+where it finds the lookup; more pairs and longer T are flags away (and a GPU's budget).
+  -> recall.json, recall.md (accuracy table, with each model's state size), recall.png.
+"""
+import argparse
+import datetime
+import json
+import math
+import os
+import platform
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+
+import numpy as np
+import torch
+
+import checkpoint as ckpt_io
+
+ROOT = os.path.dirname(os.path.abspath(__file__))
+OUT = os.path.join('results', 'compare')
+MODELS = ['gpt', 'newllm', 'resnetbk', 'lstm']
+TARGET_PARAMS = 2_739_432   # the New-LLM seed's model
+
+# --quick: tiny models and windows, so the whole pipeline runs in seconds
+QUICK_MODELS = {
+    'gpt': dict(n_layer=1, n_head=2, n_embd=16),
+    'newllm': dict(n_embd=16, n_context=16, n_hidden=32, n_layer=2),
+    'resnetbk': dict(n_embd=16, n_layer=1, n_experts=2),
+    'lstm': dict(n_embd=16, n_hidden=16, n_layer=1),
+}
+QUICK_TRAIN = dict(batch_size=8, block_size=16, eval_iters=1, warmup_iters=2, log_interval=1)
+
+# the recall probe's models, 103-108k parameters each at vocabulary 18 (GPT: + 64 per position), and the floats of
+# state each carries per sequence: GPT 256 T (its key/value cache), New-LLM 64, LSTM 320, ResNet-BK 6
+RECALL_MODELS = {
+    'gpt': dict(n_layer=2, n_head=2, n_embd=64, dropout=0.0),                          # 105,344 at T 64
+    'newllm': dict(n_embd=64, n_context=64, n_hidden=192, n_layer=2, dropout=0.0),     # 103,634
+    'resnetbk': dict(n_embd=64, n_layer=3, n_experts=2, top_k=1, dropout=0.0),         # 107,550 at T 64
+    'lstm': dict(n_embd=80, n_hidden=80, n_layer=2, dropout=0.0),                      # 105,138
+}
+QUICK_RECALL_MODELS = {
+    'gpt': dict(n_layer=1, n_head=1, n_embd=8, dropout=0.0),
+    'newllm': dict(n_embd=8, n_context=8, n_hidden=8, n_layer=1, dropout=0.0),
+    'resnetbk': dict(n_embd=8, n_layer=1, n_experts=1, top_k=1, dropout=0.0),
+    'lstm': dict(n_embd=8, n_hidden=8, n_layer=1, dropout=0.0),
+}
+
+
+def log(*args):
+    print(*args, flush=True)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# the machine, statistics
+
+def machine(device='cpu'):
+    """hardware.py's record of the machine (CPU model, its bf16/AMX flags, cores, torch; the GPU on CUDA)."""
+    import hardware
+    return dict(hardware.machine_info(device), python=platform.python_version(), platform=platform.platform())
+
+
+def stats(values):
+    """-> {'mean', 'std' (sample, 0 for one value), 'min', 'max', 'n', 'values'} of the finite values, or None."""
+    v = [float(x) for x in values if x is not None and math.isfinite(x)]
+    if not v:
+        return None
+    return {'mean': float(np.mean(v)), 'std': float(np.std(v, ddof=1)) if len(v) > 1 else 0.0,
+            'min': min(v), 'max': max(v), 'n': len(v), 'values': v}
+
+
+def pm(s, digits=2):
+    if s is None:
+        return 'n/a'
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}" if s['n'] > 1 else f"{s['mean']:.{digits}f}"
+
+
+def separated(a, b):
+    """Do the seeds' ranges of a and b not overlap (at least two seeds each)? -> True / False / None."""
+    if a is None or b is None or a['n'] < 2 or b['n'] < 2:
+        return None
+    return a['max'] < b['min'] or b['max'] < a['min']
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# jobs: scripts run as a user would, --jobs at a time
+
+class Job:
+    def __init__(self, name, argv, out_dir, result_file):
+        self.name, self.argv, self.out_dir, self.result_file = name, argv, out_dir, result_file
+
+    def done(self):
+        """A finished run of exactly this command is in out_dir."""
+        try:
+            with open(os.path.join(self.out_dir, 'compare_job.json')) as f:
+                same = json.load(f)['argv'] == self.argv
+        except (OSError, ValueError, KeyError):
+            return False
+        return same and os.path.isfile(os.path.join(self.out_dir, self.result_file))
+
+
+def run_jobs(jobs, n_parallel, threads):
+    """Run the jobs that are not done yet, n_parallel at a time; each logs to out_dir/log.txt. Exits with the log's
+    tail if one fails (after the running ones end)."""
+    todo = [j for j in jobs if not j.done()]
+    if len(todo) < len(jobs):
+        log(f"  {len(jobs) - len(todo)} of {len(jobs)} runs already done in their folders: reused")
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), PYTHONUNBUFFERED='1')
+    running, failed, n_done = [], [], 0
+    while todo or running:
+        while todo and len(running) < n_parallel and not failed:
+            job = todo.pop(0)
+            if os.path.exists(job.out_dir):
+                shutil.rmtree(job.out_dir)   # an unfinished or different run of ours: start over
+            os.makedirs(job.out_dir)
+            with open(os.path.join(job.out_dir, 'compare_job.json'), 'w') as f:
+                json.dump({'argv': job.argv}, f)
+            logf = open(os.path.join(job.out_dir, 'log.txt'), 'w')
+            proc = subprocess.Popen([sys.executable] + job.argv, env=env, stdout=logf,
+                                    stderr=subprocess.STDOUT)
+            running.append((job, proc, logf, time.time()))
+        if failed and not running:
+            break
+        time.sleep(0.1)
+        for item in list(running):
+            job, proc, logf, t0 = item
+            if proc.poll() is None:
+                continue
+            running.remove(item)
+            logf.close()
+            n_done += 1
+            if proc.returncode != 0:
+                failed.append(job)
+                todo.clear()
+            log(f"  [{n_done}/{n_done + len(todo) + len(running)}] {job.name}: "
+                f"{'done' if proc.returncode == 0 else f'FAILED (exit {proc.returncode})'} in {time.time() - t0:.0f} s")
+    if failed:
+        job = failed[0]
+        with open(os.path.join(job.out_dir, 'log.txt')) as f:
+            tail = f.read()[-2000:]
+        raise SystemExit(f"error: {job.name} failed; its log ({job.out_dir}/log.txt) ends:\n{tail}")
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# LM task
+
+def read_config(path):
+    """The assignments of a config file (plain Python, as configurator.py reads them) -> dict."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: {path} is missing (compare.py reads config/cmp_<model>.py for each model)")
+    values = {}
+    exec(compile(open(path).read(), path, 'exec'), {}, values)
+    return {k: v for k, v in values.items() if not k.startswith('_')}
+
+
+def load_meta(dataset):
+    data_dir = dataset if os.path.isdir(dataset) else os.path.join('data', dataset)
+    path = os.path.join(data_dir, 'meta.json')
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: dataset {dataset!r} not found ({path} is missing); for the comparison's data run "
+                         f"`python prepare.py wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format "
+                         f"bos_eos --min_line_words 5` (README: Data), or pass --dataset DIR")
+    with open(path) as f:
+        return data_dir, json.load(f)
+
+
+def lm_setup(args):
+    """-> per model: config path, model type, model fields (at the dataset's vocabulary), train.py overrides,
+    tokens per iteration and parameter count."""
+    setups = {}
+    for m in args.models:
+        path = os.path.join(args.config_dir, f'cmp_{m}.py')
+        cfg = read_config(path)
+        model_type = cfg.get('model_type', 'gpt')
+        fields = ckpt_io.config_fields(model_type)
+        overrides = {}
+        if args.quick:
+            overrides.update(QUICK_MODELS[model_type], **QUICK_TRAIN)
+        cfg.update(overrides)
+        dataset = args.dataset or cfg.get('dataset')
+        data_dir, meta = load_meta(dataset)
+        model_args = {k: v for k, v in cfg.items() if k in fields}
+        model_args['vocab_size'] = meta['vocab_size']
+        if 'block_size' in fields:
+            model_args['block_size'] = cfg['block_size']
+        with torch.device('meta'):
+            n_params = ckpt_io.build_model(model_type, model_args).get_num_params()
+        tpi = cfg['batch_size'] * cfg['block_size'] * cfg.get('gradient_accumulation_steps', 1)
+        setups[m] = {'config_file': path, 'model_type': model_type, 'model_args': model_args, 'overrides': overrides,
+                     'tokens_per_iter': tpi, 'params': n_params, 'dataset': dataset, 'data_dir': data_dir,
+                     'meta': meta, 'block_size': cfg['block_size'], 'batch_size': cfg['batch_size']}
+    return setups
+
+
+def train_argv(args, s, out_dir, lr, iters, seed, evals):
+    argv = ['train.py', s['config_file'], f'--out_dir={out_dir}', f'--seed={seed}', f'--learning_rate={lr:g}',
+            f'--min_lr={lr / 10:g}', f'--max_iters={iters}', f'--lr_decay_iters={iters}',
+            f'--eval_interval={max(1, iters // evals)}', '--eval_full=True', '--max_time=0', '--max_epochs=0',
+            '--patience=0', '--init_from=scratch']
+    if args.dataset:
+        argv += [f'--dataset={args.dataset}', '--prepare_args=']
+    for k, v in s['overrides'].items():
+        argv.append(f'--{k}={v}')
+    return argv + [f'--dtype={args.dtype}', f'--device={args.device}']
+
+
+def read_run(out_dir):
+    with open(os.path.join(out_dir, 'results.json')) as f:
+        results = json.load(f)
+    with open(os.path.join(out_dir, 'history.json')) as f:
+        history = json.load(f)
+    return results, history
+
+
+def run_loss(results, history):
+    """The whole-val loss a probe is judged by: its best evaluation; inf if it diverged."""
+    if 'diverged' in str(results.get('stop_reason', '')):
+        return float('inf')
+    losses = [h['val_loss'] for h in history if h['val_loss'] is not None and math.isfinite(h['val_loss'])]
+    return min(losses) if losses else float('inf')
+
+
+def autocast_ctx(device, dtype):
+    import hardware
+    return hardware.autocast(device, dtype if dtype in hardware.DTYPES else 'float32')
+
+
+@torch.no_grad()
+def evaluate_run(out_dir, context_lengths, device):
+    """The extra metrics of one finished run from its best.pt (see the module docstring, LM step 3)."""
+    from eval import context_curve, context_table, evaluate_lines, evaluate_tokens, is_recurrent, split_metrics
+    results, _ = read_run(out_dir)
+    model, ckpt = ckpt_io.load_model(os.path.join(out_dir, 'best.pt'), device)
+    cfg, meta, model_type = ckpt['config'], ckpt['meta'], ckpt['model_type']
+    data_dir = cfg['dataset'] if os.path.isdir(cfg['dataset']) else os.path.join('data', cfg['dataset'])
+    val = np.memmap(os.path.join(data_dir, 'val.bin'), dtype=np.uint16, mode='r')
+    block, batch = cfg['block_size'], cfg['batch_size']
+    dtype = results.get('dtype') or cfg.get('dtype')
+    ctx = autocast_ctx(device, dtype)
+    recurrent = is_recurrent(model_type, ckpt['model_args'])
+    out = {'dtype': dtype, 'recurrent': recurrent}
+    if recurrent:
+        out['carry_state'] = split_metrics(evaluate_tokens(model, val, block, batch, device, ctx, carry_state=True),
+                                           meta['splits'].get('val'))
+    bos = meta.get('special_tokens', {}).get('<bos>')
+    if bos is not None and np.any(np.asarray(val) == bos):
+        r = evaluate_lines(model, val, bos, meta.get('pad_token') or 0, block, batch, device, ctx)
+        out['seed_lines'] = dict(split_metrics(r, None), windows=r['windows'])
+    edges = [c for c in context_lengths if c <= len(val) - 1]
+    if edges:
+        L = edges[-1]
+        stride = max(1, block // 2)
+        curve = context_curve(model, val, L, batch, device, ctx, recurrent, block, stride)
+        loss_t = curve['nll'].double().mean(0).numpy()
+        bins = np.unique(np.geomspace(1, L + 1, 40).astype(int))   # log-spaced bins of the context read, t + 1
+        binned = [(float(math.sqrt(a * (b - 1))) if b - 1 > a else float(a), float(loss_t[a - 1:b - 1].mean()))
+                  for a, b in zip(bins[:-1], bins[1:])]
+        out['context'] = {'strands': curve['strands'], 'length': L, 'stride': None if recurrent else stride,
+                          'how': 'state carried from the strand start' if recurrent else
+                                 f'sliding window of {block}, stride {stride}',
+                          'buckets': context_table(curve, edges), 'binned': binned}
+    return out
+
+
+def measure_generation(args, setups):
+    """bench.py's generation measurement for each model at each --gen_lengths context (see the module docstring)."""
+    import bench
+    out = {}
+    device = args.device
+    for m, s in setups.items():
+        cfg = {k: v for k, v in s['model_args'].items() if k not in ('vocab_size', 'block_size')}
+        out[m] = {}
+        for T in args.gen_lengths:
+            spec = {'model': s['model_type'], 'config': cfg, 'T': T, 'what': 'generate', 'device': device,
+                    'threads': 1, 'batch_size': 1, 'repeats': 1, 'gen_tokens': args.gen_tokens}
+            r = bench.measure(spec, args.gen_timeout)
+            out[m][str(T)] = {'ms_per_token': 1000 * r['seconds'], 'peak_mb': r['peak_mb']} if 'error' not in r \
+                else {'error': r['error']}
+            log(f"  {m} generation at {T} tokens of context: " +
+                (f"{1000 * r['seconds']:.2f} ms/token, {r['peak_mb']:.1f} MB" if 'error' not in r else r['error']))
+    return out
+
+
+def lm_task(args):
+    import hardware
+    setups = lm_setup(args)
+    work = os.path.join(args.work, 'lm')
+    try:  # one device and one dtype for every run: train.py's 'auto' rule, decided once here
+        args.device = hardware.resolve_device(args.device or 'auto')
+        choice = hardware.choose_dtype(args.dtype or 'auto', args.device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    args.dtype, args.dtype_choice = choice.dtype, choice.reason
+    log(f"LM comparison: {', '.join(args.models)}; {args.tokens:,.0f} tokens x {args.seeds} seeds; probe sweep "
+        f"{', '.join(f'{lr:g}' for lr in args.lrs)} at {args.probe_tokens:,.0f} tokens each; {args.device}, "
+        f"{choice.reason}")
+    for m, s in setups.items():
+        off = s['params'] / TARGET_PARAMS - 1
+        log(f"  {m:9s} {s['params']:>10,} parameters ({100 * off:+.1f}% of New-LLM's {TARGET_PARAMS:,}) "
+            f"{s['config_file']}")
+        if not args.quick and abs(off) > 0.03:
+            log(f"  warning: {m} is not within 3% of {TARGET_PARAMS:,} parameters")
+
+    # 1. probe sweep
+    log("probe sweep:")
+    probes = []
+    for m, s in setups.items():
+        iters = max(1, round(args.probe_tokens / s['tokens_per_iter']))
+        for lr in args.lrs:
+            d = os.path.join(work, 'probe', f'{m}_lr{lr:g}')
+            probes.append((m, lr, Job(f"probe {m} lr {lr:g}", train_argv(args, s, d, lr, iters, 0, 1), d,
+                                      'results.json')))
+    run_jobs([j for _, _, j in probes], args.jobs, args.threads)
+    probe_out, chosen = {m: [] for m in setups}, {}
+    for m, lr, job in probes:
+        results, history = read_run(job.out_dir)
+        loss = run_loss(results, history)
+        probe_out[m].append({'lr': lr, 'val_loss': loss, 'val_ppl': math.exp(loss) if math.isfinite(loss) else None,
+                             'tokens': results['total_tokens'], 'seconds': results['training_time'],
+                             'stop_reason': results.get('stop_reason'), 'out_dir': job.out_dir,
+                             'command': 'python ' + shlex.join(job.argv),
+                             'curve': [{'tokens': h['tokens'], 'seconds': h['seconds'], 'val_loss': h['val_loss']}
+                                       for h in history]})
+    for m in setups:
+        best = min(probe_out[m], key=lambda p: p['val_loss'])
+        if not math.isfinite(best['val_loss']):
+            raise SystemExit(f"error: every probe of {m} diverged; try lower --lrs")
+        chosen[m] = best['lr']
+        log(f"  {m}: " + ', '.join(f"lr {p['lr']:g} -> val PPL {p['val_ppl']:.2f}" if p['val_ppl'] else
+                                   f"lr {p['lr']:g} -> diverged" for p in probe_out[m]) + f"; picked {best['lr']:g}")
+
+    # 2. the runs
+    log("runs:")
+    runs = []
+    for m, s in setups.items():
+        iters = max(1, round(args.tokens / s['tokens_per_iter']))
+        for seed in range(args.seeds):
+            d = os.path.join(work, 'run', f'{m}_seed{seed}')
+            runs.append((m, seed, Job(f"{m} seed {seed}", train_argv(args, s, d, chosen[m], iters, seed, args.evals),
+                                      d, 'results.json')))
+    run_jobs([j for _, _, j in runs], args.jobs, args.threads)
+
+    # 3. metrics of every run, with all the cores now free
+    log("evaluation of the best checkpoints:")
+    torch.set_num_threads(max(1, args.jobs * args.threads))
+    device = args.device
+    per_run = []
+    for m, seed, job in runs:
+        results, history = read_run(job.out_dir)
+        t0 = time.time()
+        extra = evaluate_run(job.out_dir, args.context, device)
+        final = results.get('final_eval_of_best', {}).get('val', {})
+        per_run.append({'model': m, 'seed': seed, 'lr': chosen[m], 'out_dir': job.out_dir,
+                        'command': 'python ' + shlex.join(job.argv), 'params': results['num_params'],
+                        'tokens': results['total_tokens'], 'iterations': results['iterations'],
+                        'train_seconds': results['training_time'],
+                        'train_tokens_per_second': results['total_tokens'] / max(results['training_time'], 1e-9),
+                        'dtype': results.get('dtype') or results['config'].get('dtype'),
+                        'val': final, 'stop_reason': results.get('stop_reason'),
+                        'curve': [{'tokens': h['tokens'], 'seconds': h['seconds'], 'val_loss': h['val_loss'],
+                                   'val_ppl': h['val_ppl']} for h in history], **extra})
+        log(f"  {m} seed {seed}: val PPL {final.get('ppl', float('nan')):.2f}" +
+            (f", state carried {extra['carry_state']['ppl']:.2f}" if 'carry_state' in extra else '') +
+            (f", seed's line windows {extra['seed_lines']['ppl']:.2f}" if 'seed_lines' in extra else '') +
+            f" ({time.time() - t0:.0f} s)")
+
+    # 4. generation speed and memory
+    log("generation (bench.py):")
+    generation = measure_generation(args, setups)
+
+    report = {'task': 'lm', 'command': 'python ' + shlex.join(sys.argv), 'date': now(), 'machine': machine(device),
+              'settings': vars(args),
+              'models': {m: {'config_file': s['config_file'], 'model_type': s['model_type'],
+                             'model_args': s['model_args'], 'params': s['params'],
+                             'params_vs_target': s['params'] / TARGET_PARAMS - 1, 'lr': chosen[m],
+                             'tokens_per_iter': s['tokens_per_iter']} for m, s in setups.items()},
+              'dataset': {'name': next(iter(setups.values()))['dataset'],
+                          'splits': next(iter(setups.values()))['meta'].get('splits')},
+              'probes': probe_out, 'runs': per_run, 'generation': generation}
+    report['summary'] = lm_summary(report)
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_io.atomic_write_text(json.dumps(report, indent=1), os.path.join(args.out, 'lm.json'))
+    ckpt_io.atomic_write_text(json.dumps({'command': report['command'], 'date': report['date'], 'probes': probe_out,
+                                          'chosen': chosen}, indent=1), os.path.join(args.out, 'lm_probes.json'))
+    ckpt_io.atomic_write_text(lm_markdown(report), os.path.join(args.out, 'lm.md'))
+    plot_lm_curves(report, os.path.join(args.out, 'lm_curves.png'))
+    plot_lm_context(report, os.path.join(args.out, 'lm_context.png'))
+    log(f"wrote {args.out}/lm.json, lm.md, lm_probes.json, lm_curves.png, lm_context.png")
+    return report
+
+
+def lm_summary(report):
+    """Per model: mean +- std over seeds of every reported number."""
+    out = {}
+    for m in report['models']:
+        runs = [r for r in report['runs'] if r['model'] == m]
+        get = lambda f: stats([f(r) for r in runs])   # noqa: E731
+        s = {'val_ppl': get(lambda r: r['val'].get('ppl')), 'val_accuracy': get(lambda r: r['val'].get('accuracy')),
+             'carry_ppl': get(lambda r: r.get('carry_state', {}).get('ppl')),
+             'seed_lines_ppl': get(lambda r: r.get('seed_lines', {}).get('ppl')),
+             'train_tokens_per_second': get(lambda r: r['train_tokens_per_second']),
+             'train_seconds': get(lambda r: r['train_seconds']), 'buckets': []}
+        buckets = [r['context']['buckets'] for r in runs if 'context' in r]
+        if buckets:
+            for k, b in enumerate(buckets[0]):
+                s['buckets'].append({'context_from': b['context_from'], 'context_to': b['context_to'],
+                                     'loss': stats([bs[k]['loss'] for bs in buckets])})
+        out[m] = s
+    return out
+
+
+def now():
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds')
+
+
+def lm_markdown(report):
+    S, models, gen = report['summary'], list(report['models']), report['generation']
+    mach = report['machine']
+    dev = mach.get('gpu') or (f"{mach['cpu']}, {mach['cpu_count']} cores, avx512_bf16 "
+                              f"{'yes' if mach['avx512_bf16'] else 'no'}, AMX {'yes' if mach['amx_bf16'] else 'no'}")
+    seeds = report['settings']['seeds']
+    lines = [f"# GPT vs New-LLM vs ResNet-BK vs LSTM at equal size ({report['dataset']['name']})", '',
+             f"`{report['command']}` — {report['date']} — {dev}, torch {mach['torch']}", '',
+             f"Each model: {report['settings']['tokens']:,.0f} training tokens, {seeds} seed(s), mean ± standard "
+             f"deviation over seeds; learning rate from the probe sweep (lm_probes.json). Val PPL: token perplexity "
+             f"of the whole val split in the training windows, each from a fresh start; 'state carried': the "
+             f"recurrent models reading the split as long streams; 'line windows': the New-LLM seed's metric.", '',
+             '| model | params | lr | dtype | val PPL | val PPL, state carried | val PPL, line windows | accuracy |',
+             '|---|---|---|---|---|---|---|---|']
+    for m in models:
+        info, s = report['models'][m], S[m]
+        dts = sorted({str(r['dtype']) for r in report['runs'] if r['model'] == m})
+        lines.append(f"| {m} | {info['params']:,} ({100 * info['params_vs_target']:+.1f}%) | {info['lr']:g} | "
+                     f"{', '.join(dts)} | {pm(s['val_ppl'])} | {pm(s['carry_ppl'])} | {pm(s['seed_lines_ppl'])} | "
+                     f"{pm(s['val_accuracy'], 4)} |")
+    lengths = [str(T) for T in report['settings']['gen_lengths']]
+    lines += ['', f"Speed on this machine ({report['settings']['jobs']} run(s) at a time, "
+                  f"{report['settings']['threads']} thread(s) each); generation: batch 1, greedy, 1 thread, "
+                  f"ms per token and peak memory above the baseline at each context length (bench.py).", '',
+              '| model | train tokens/s | training s | ' + ' | '.join(f'gen ms/token @{T}' for T in lengths) + ' | ' +
+              ' | '.join(f'gen MB @{T}' for T in lengths) + ' |',
+              '|---|---|---|' + '---|' * (2 * len(lengths))]
+    for m in models:
+        g = gen.get(m, {})
+        ms = [f"{g[T]['ms_per_token']:.2f}" if 'ms_per_token' in g.get(T, {}) else 'n/a' for T in lengths]
+        mb = [f"{g[T]['peak_mb']:.1f}" if 'peak_mb' in g.get(T, {}) else 'n/a' for T in lengths]
+        lines.append(f"| {m} | {pm(S[m]['train_tokens_per_second'], 0)} | {pm(S[m]['train_seconds'], 1)} | " +
+                     ' | '.join(ms) + ' | ' + ' | '.join(mb) + ' |')
+    buckets = next((S[m]['buckets'] for m in models if S[m]['buckets']), [])
+    if buckets:
+        run = next(r for r in report['runs'] if 'context' in r)
+        lines += ['', f"Long text: loss (nats/token) by the number of tokens already read, over "
+                      f"{run['context']['strands']} strands of {run['context']['length']:,} val tokens; recurrent "
+                      f"models carry their state, GPT slides its window (lm_context.png).", '',
+                  '| model | ' + ' | '.join(f"{b['context_from']:,}-{b['context_to']:,}" for b in buckets) + ' |',
+                  '|---|' + '---|' * len(buckets)]
+        for m in models:
+            lines.append(f"| {m} | " + ' | '.join(pm(b['loss'], 3) for b in S[m]['buckets']) + ' |')
+    lines += ['', "Differences in val PPL that exceed the spread (every seed of one model better than every seed of "
+                  "the other):", '']
+    for i, a in enumerate(models):
+        for b in models[i + 1:]:
+            sa, sb = S[a]['val_ppl'], S[b]['val_ppl']
+            sep = separated(sa, sb)
+            if sa is None or sb is None:
+                continue
+            better, worse = (a, b) if sa['mean'] < sb['mean'] else (b, a)
+            verdict = {True: f"**{better} better, beyond the spread**", False: 'within the spread',
+                       None: 'one seed: no spread to compare with'}[sep]
+            lines.append(f"- {a} {pm(sa)} vs {b} {pm(sb)}: {verdict}")
+    lines += ['', '## The seeds\' questions', '']
+    if 'newllm' in S:
+        lines += ['Does New-LLM match a TinyGPT2 (GPT) / an LSTM of equal size?', '',
+                  '| New-LLM vs | its val PPL | New-LLM | ratio New-LLM / it | beyond the spread |',
+                  '|---|---|---|---|---|']
+        for other in ('gpt', 'lstm'):
+            if other in S and S[other]['val_ppl'] and S['newllm']['val_ppl']:
+                so, sn = S[other]['val_ppl'], S['newllm']['val_ppl']
+                sep = separated(so, sn)
+                lines.append(f"| {other} | {pm(so)} | {pm(sn)} | {sn['mean'] / so['mean']:.3f} | "
+                             f"{'n/a' if sep is None else ('yes' if sep else 'no')} |")
+        lines.append('')
+    if 'resnetbk' in S and 'gpt' in S and S['resnetbk']['val_ppl'] and S['gpt']['val_ppl']:
+        sr, sg = S['resnetbk']['val_ppl'], S['gpt']['val_ppl']
+        ratios = [r / g for r in sr['values'] for g in sg['values']]
+        lo, hi = min(ratios), max(ratios)
+        answer = 'yes' if hi <= 1.3 else ('no' if lo > 1.3 else 'undecided (the seeds straddle 1.3)')
+        lines += ['Is ResNet-BK within 30% of the Transformer (val PPL ratio <= 1.3)?', '',
+                  '| ResNet-BK | GPT | ratio (mean) | ratio over seed pairs | within 30% |', '|---|---|---|---|---|',
+                  f"| {pm(sr)} | {pm(sg)} | {sr['mean'] / sg['mean']:.3f} | {lo:.3f} - {hi:.3f} | {answer} |", '']
+    lines += ['Files: lm.json (every run, probe and measurement), lm_probes.json, lm_curves.png, lm_context.png.', '']
+    return '\n'.join(lines)
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use('Agg')  # no display needed
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    ckpt_io.atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=110, format='png'))
+
+
+def plot_lm_curves(report, path):
+    plt = _plt()
+    fig, axes = plt.subplots(1, 2, figsize=(13, 4.8))
+    for i, m in enumerate(report['models']):
+        runs = [r for r in report['runs'] if r['model'] == m]
+        for k, r in enumerate(runs):
+            label = f"{m} ({report['models'][m]['params']:,} params, lr {r['lr']:g})" if k == 0 else None
+            for ax, key, scale in ((axes[0], 'tokens', 1e6), (axes[1], 'seconds', 1.0)):
+                ax.plot([c[key] / scale for c in r['curve']], [c['val_ppl'] for c in r['curve']], color=f'C{i}',
+                        marker='.', alpha=0.8, label=label)
+    axes[0].set_xlabel('training tokens (M)')
+    axes[1].set_xlabel('training seconds (this machine)')
+    from matplotlib.ticker import FuncFormatter
+    for ax in axes:
+        ax.set_yscale('log')
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+        ax.yaxis.set_minor_formatter(FuncFormatter(lambda v, _: f'{v:g}'))
+        ax.set_ylabel('val perplexity (whole split)')
+        ax.grid(alpha=0.3, which='both')
+        ax.legend(fontsize=8)
+    fig.suptitle(f"{report['dataset']['name']}: one line per seed — {report['date']}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+def plot_lm_context(report, path):
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 4.8))
+    for i, m in enumerate(report['models']):
+        runs = [r for r in report['runs'] if r['model'] == m and 'context' in r]
+        if not runs:
+            continue
+        xs = [x for x, _ in runs[0]['context']['binned']]
+        ys = np.array([[y for _, y in r['context']['binned']] for r in runs])
+        ax.plot(xs, ys.mean(0), color=f'C{i}', marker='.', label=f"{m} ({runs[0]['context']['how']})")
+        if len(runs) > 1:
+            ax.fill_between(xs, ys.min(0), ys.max(0), color=f'C{i}', alpha=0.2)
+    ax.set_xscale('log')
+    ax.set_xlabel('tokens of context read (t + 1)')
+    ax.set_ylabel('val loss (nats/token), mean over seeds (band: min-max)')
+    ax.grid(alpha=0.3, which='both')
+    ax.legend(fontsize=8)
+    ax.set_title(f"Loss by position, {report['dataset']['name']} val split", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# recall task
+
+def recall_task(args):
+    import mqar
+    configs = QUICK_RECALL_MODELS if args.quick else RECALL_MODELS
+    work = os.path.join(args.work, 'recall')
+    V = args.recall_vocab
+    settings = [(T, n) for T in args.recall_lengths for n in args.recall_pairs if 4 * n <= T]
+    if not settings:
+        raise SystemExit("error: no --recall_pairs fits any --recall_lengths (n_pairs pairs and as many queries need "
+                         "4 n_pairs <= T)")
+    try:
+        for T, n in settings:
+            mqar.check_setting(n, n, T, V)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    jobs, meta = [], []
+    for m in args.models:
+        if m not in configs:
+            raise SystemExit(f"error: no recall configuration for {m!r} (RECALL_MODELS: {', '.join(configs)})")
+        for T, n in settings:
+            for seed in range(args.recall_seeds):
+                d = os.path.join(work, f'{m}_T{T}_n{n}_seed{seed}')
+                argv = ['mqar.py', '--model_type', m, '--model_args', json.dumps(configs[m]), '--n_pairs', str(n),
+                        '--seq_len', str(T), '--vocab_size', str(V), '--steps', str(args.recall_steps),
+                        '--batch_size', str(args.recall_batch), '--lr', f'{args.recall_lr:g}', '--seed', str(seed),
+                        '--eval_sequences', str(args.recall_eval), '--out', os.path.join(d, 'result.json')]
+                jobs.append(Job(f"recall {m} T {T} {n} pairs seed {seed}", argv, d, 'result.json'))
+                meta.append((m, T, n, seed))
+    log(f"recall (MQAR): {', '.join(args.models)} at (T, n_pairs) {settings}, vocab {V}, {args.recall_steps} steps "
+        f"of {args.recall_batch}, lr {args.recall_lr:g}")
+    run_jobs(jobs, args.jobs, args.threads)
+    runs = []
+    for (m, T, n, seed), job in zip(meta, jobs):
+        with open(os.path.join(job.out_dir, 'result.json')) as f:
+            r = json.load(f)
+        r.update(model=m, out_dir=job.out_dir, command='python ' + shlex.join(job.argv))
+        runs.append(r)
+        log(f"  {m} T {T} {n} pairs seed {seed}: accuracy {r['accuracy']:.3f}")
+    report = {'task': 'recall', 'command': 'python ' + shlex.join(sys.argv), 'date': now(), 'machine': machine(),
+              'settings': vars(args), 'models': {m: configs[m] for m in args.models}, 'runs': runs}
+    os.makedirs(args.out, exist_ok=True)
+    ckpt_io.atomic_write_text(json.dumps(report, indent=1), os.path.join(args.out, 'recall.json'))
+    ckpt_io.atomic_write_text(recall_markdown(report), os.path.join(args.out, 'recall.md'))
+    plot_recall(report, os.path.join(args.out, 'recall.png'))
+    log(f"wrote {args.out}/recall.json, recall.md, recall.png")
+    return report
+
+
+def recall_cells(report):
+    """-> {(model, T, n_pairs): stats of the accuracy over seeds}, the (T, n_pairs) columns in order."""
+    cells = {}
+    for r in report['runs']:
+        cells.setdefault((r['model'], r['seq_len'], r['n_pairs']), []).append(r['accuracy'])
+    return {k: stats(v) for k, v in cells.items()}, sorted({(T, n) for _, T, n in cells})
+
+
+def recall_markdown(report):
+    s = report['settings']
+    cells, cols = recall_cells(report)
+    mach = report['machine']
+    lines = ['# Recall probe: multi-query associative recall (MQAR)', '',
+             f"`{report['command']}` — {report['date']} — {mach.get('gpu') or mach['cpu']}", '',
+             f"Held-out accuracy on the values of queried keys, every key asked once, after {s['recall_steps']} "
+             f"steps of {s['recall_batch']} sequences (a query in every free slot) per setting; vocabulary "
+             f"{s['recall_vocab']}, AdamW lr {s['recall_lr']:g} for every model; {s['recall_seeds']} seed(s). A "
+             f"model that only learned which values the sequence holds scores 1 / n_pairs. Low accuracy after a "
+             f"short budget can mean 'not found yet' as well as 'cannot hold': the learning curves are in "
+             f"recall.json. State: floats a model carries per sequence at its end (GPT: its key/value cache).",
+             '', '| model | params | ' + ' | '.join(f"T {T}, {n} pairs" for T, n in cols) + ' | ' +
+             ' | '.join(f"state @T {T}" for T in sorted({T for T, _ in cols})) + ' |',
+             '|---|---|' + '---|' * (len(cols) + len({T for T, _ in cols}))]
+    for m in report['models']:
+        runs = [r for r in report['runs'] if r['model'] == m]
+        if not runs:
+            continue
+        params = sorted({r['num_params'] for r in runs})
+        state = {r['seq_len']: r['state_floats'] for r in runs}
+        lines.append(f"| {m} | {', '.join(f'{p:,}' for p in params)} | " +
+                     ' | '.join(pm(cells.get((m, T, n)), 3) for T, n in cols) + ' | ' +
+                     ' | '.join(f"{state.get(T, 'n/a'):,}" for T in sorted({T for T, _ in cols})) + ' |')
+    lines += ['', 'Files: recall.json (every run with its learning curve), recall.png.', '']
+    return '\n'.join(lines)
+
+
+def plot_recall(report, path):
+    plt = _plt()
+    cells, cols = recall_cells(report)
+    lengths = sorted({T for T, _ in cols})
+    fig, axes = plt.subplots(1, len(lengths), figsize=(5.5 * len(lengths), 4.2), squeeze=False)
+    for ax, T in zip(axes[0], lengths):
+        ns = [n for t, n in cols if t == T]
+        for i, m in enumerate(report['models']):
+            ys = [cells.get((m, T, n)) for n in ns]
+            if all(y is None for y in ys):
+                continue
+            ax.errorbar(ns, [y['mean'] if y else np.nan for y in ys], yerr=[y['std'] if y else 0 for y in ys],
+                        color=f'C{i}', marker='o', capsize=3, label=m)
+        ax.plot(ns, [1 / n for n in ns], 'k:', label='1 / n_pairs (the values present, unbound)')
+        ax.set_xscale('log', base=2)
+        ax.set_xticks(ns, [str(n) for n in ns])
+        ax.minorticks_off()
+        ax.set_ylim(-0.02, 1.02)
+        ax.set_xlabel('key-value pairs')
+        ax.set_ylabel('held-out accuracy')
+        ax.set_title(f'sequence length {T}', fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.suptitle(f"MQAR, vocabulary {report['settings']['recall_vocab']} — {report['date']}", fontsize=10)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# command line
+
+def in_root(path):
+    """A path from the current folder as the scripts (run from this file's folder) must be given it."""
+    path = os.path.abspath(path)
+    return os.path.relpath(path, ROOT) if path.startswith(ROOT + os.sep) else path
+
+
+def number_list(text, kind=float):
+    try:
+        return [kind(float(x)) if kind is int else kind(x) for x in text.split(',') if x.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, not {text!r}")
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip(),
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--task', choices=['lm', 'recall'], required=True)
+    p.add_argument('--models', default=','.join(MODELS), help='comma-separated (default: all four)')
+    p.add_argument('--work', default=None, help='folder of the runs, reused when run again (default out-compare)')
+    p.add_argument('--out', default=None, help='where the results go (default results/compare)')
+    p.add_argument('--jobs', type=int, default=os.cpu_count() or 1, help='runs at once (default: one per core)')
+    p.add_argument('--threads', type=int, default=1, help='threads per run (OMP_NUM_THREADS)')
+    p.add_argument('--quick', action='store_true', help='tiny models and budget: the whole pipeline in seconds')
+    g = p.add_argument_group('LM task')
+    g.add_argument('--dataset', default=None, help="default: each config's (wikitext2-word1000)")
+    g.add_argument('--config_dir', default=None, help='where cmp_<model>.py are (default config)')
+    g.add_argument('--tokens', type=float, default=None, help='training tokens per run (default 5e6)')
+    g.add_argument('--seeds', type=int, default=None, help='runs per model (default 3)')
+    g.add_argument('--lrs', type=number_list, default=None, help='probe learning rates (default 1e-3,2e-3,4e-3,8e-3)')
+    g.add_argument('--probe_tokens', type=float, default=None, help='training tokens per probe (default 1e6)')
+    g.add_argument('--evals', type=int, default=None, help='whole-val evaluations per run (default 6)')
+    g.add_argument('--context', type=lambda t: number_list(t, int), default=None,
+                   help='loss-by-position buckets (default 64,256,1024,4096)')
+    g.add_argument('--gen_lengths', type=lambda t: number_list(t, int), default=None,
+                   help='generation context lengths (default 64,1024,8192)')
+    g.add_argument('--gen_tokens', type=int, default=None, help='generated tokens timed per point (default 16)')
+    g.add_argument('--gen_timeout', type=float, default=600, help='seconds per generation point')
+    g.add_argument('--dtype', default=None, help="every run's dtype (default: train.py's 'auto' rule, decided once "
+                                                 "here for all runs)")
+    g.add_argument('--device', default=None, help="every run's device (default: train.py's 'auto')")
+    g = p.add_argument_group('recall task')
+    g.add_argument('--recall_lengths', type=lambda t: number_list(t, int), default=None,
+                   help='sequence lengths (default 32,64)')
+    g.add_argument('--recall_pairs', type=lambda t: number_list(t, int), default=None,
+                   help='numbers of key-value pairs, each that fits a length (4 n <= T) is run (default 2,4,8)')
+    g.add_argument('--recall_vocab', type=int, default=None, help='vocabulary (default 18: 8 keys, 9 values)')
+    g.add_argument('--recall_steps', type=int, default=None, help='training steps per run (default 3000)')
+    g.add_argument('--recall_batch', type=int, default=None, help='sequences per step (default 32)')
+    g.add_argument('--recall_lr', type=float, default=None, help='learning rate of every model (default 1e-3)')
+    g.add_argument('--recall_seeds', type=int, default=None, help='runs per model and setting (default 1)')
+    g.add_argument('--recall_eval', type=int, default=None, help='held-out sequences per setting (default 500)')
+    args = p.parse_args(argv)
+    full = dict(tokens=5e6, seeds=3, lrs=[1e-3, 2e-3, 4e-3, 8e-3], probe_tokens=1e6, evals=6,
+                context=[64, 256, 1024, 4096], gen_lengths=[64, 1024, 8192], gen_tokens=16,
+                recall_lengths=[32, 64], recall_pairs=[2, 4, 8], recall_vocab=18, recall_steps=3000,
+                recall_batch=32, recall_lr=1e-3, recall_seeds=1, recall_eval=500)
+    quick = dict(tokens=4 * 128, seeds=2, lrs=[1e-3, 1e-2], probe_tokens=2 * 128, evals=2, context=[8, 32],
+                 gen_lengths=[16, 32], gen_tokens=2, recall_lengths=[12], recall_pairs=[1, 2], recall_vocab=16,
+                 recall_steps=4, recall_batch=4, recall_lr=1e-3, recall_seeds=1, recall_eval=20)
+    for k, v in (quick if args.quick else full).items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    # paths given are from the current folder, the defaults beside this file; the scripts run from here
+    for key, default in (('work', 'out-compare'), ('out', OUT), ('config_dir', 'config')):
+        setattr(args, key, in_root(getattr(args, key)) if getattr(args, key) else default)
+    if args.dataset and os.path.exists(args.dataset):
+        args.dataset = in_root(args.dataset)
+    os.chdir(ROOT)
+    args.models = [m.strip() for m in args.models.split(',') if m.strip()]
+    if not args.models or len(set(args.models)) < len(args.models):
+        raise SystemExit("error: --models must name each model once")
+    if min(args.jobs, args.threads, args.seeds, args.evals, args.recall_steps, args.recall_seeds) < 1 or \
+            min(args.tokens, args.probe_tokens) <= 0 or not args.lrs or min(args.lrs) <= 0:
+        raise SystemExit("error: --jobs, --threads, --seeds, --evals, --tokens, --probe_tokens, --lrs and the recall "
+                         "budget must be positive")
+    if args.task == 'lm':
+        unknown = [m for m in args.models if m not in ckpt_io.MODELS]
+        if unknown:
+            raise SystemExit(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(ckpt_io.MODELS)}")
+        return lm_task(args)
+    return recall_task(args)
+
+
+if __name__ == '__main__':
+    main()

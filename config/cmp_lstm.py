@@ -1,0 +1,29 @@
+# The seeds' comparison (compare.py --task lm, issue 19): four models of 2.74M parameters +-3% on the New-LLM seed's
+# word-1000 WikiText-2, the same data, windows, optimizer and token budget; only learning_rate differs (compare.py's
+# probe sweep). dtype and device are train.py's defaults, chosen the same way for every model.
+# LSTM: 2 layers, n_embd = n_hidden 384, tied head, 2,750,440 parameters (+0.4%).
+model_type = 'lstm'
+out_dir = 'out-cmp-lstm'
+n_embd = 384
+n_hidden = 384
+n_layer = 2
+tie_weights = True
+dataset = 'wikitext2-word1000'
+prepare_args = 'wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5'
+batch_mode = 'random'
+block_size = 63            # the New-LLM seed's 64-token windows
+batch_size = 128
+dropout = 0.1
+optimizer = 'adamw'
+learning_rate = 2e-3       # compare.py sets learning_rate and min_lr (= lr / 10) from its probe sweep
+min_lr = 2e-4
+weight_decay = 0.01
+beta2 = 0.99
+grad_clip = 1.0
+warmup_iters = 30
+decay_lr = True
+lr_decay_iters = 0         # cosine over the whole run
+max_iters = 620            # 5.0M tokens (compare.py --tokens sets it)
+eval_interval = 62
+eval_full = True           # whole val split at every evaluation
+eval_iters = 10            # train-loss estimate only

@@ -1,0 +1,72 @@
+"""compare.py end to end on a tiny budget: every file of results/compare written and well-formed."""
+import json
+
+import pytest
+
+import compare
+from helpers import make_dataset, run
+
+PNG = b'\x89PNG\r\n\x1a\n'
+
+
+def test_lm_task_quick(tmp_path):
+    """The LM pipeline (probe sweep, seeds, extra metrics, generation) with one window and one recurrent model."""
+    data = make_dataset(tmp_path / 'tiny', lines=True)   # <bos> lines: the seed's line-window metric is computed
+    out = tmp_path / 'results'
+    run('compare.py', '--task', 'lm', '--quick', '--models', 'gpt,lstm', f'--dataset={data}',
+        f'--work={tmp_path}/work', f'--out={out}', '--jobs', '2', timeout=600)
+    for name in ('lm_curves.png', 'lm_context.png'):
+        assert (out / name).read_bytes().startswith(PNG) and (out / name).stat().st_size > 10_000, name
+    r = json.loads((out / 'lm.json').read_text())
+    assert r['command'].startswith('python ') and r['date'] and r['machine']['cpu'] and r['machine']['cpu_count'] >= 1
+    assert isinstance(r['machine']['avx512_bf16'], bool)
+    assert set(r['models']) == {'gpt', 'lstm'} and all(m['lr'] in (1e-3, 1e-2) for m in r['models'].values())
+    assert len(r['runs']) == 4 and {(x['model'], x['seed']) for x in r['runs']} == {(m, s) for m in ('gpt', 'lstm')
+                                                                                   for s in (0, 1)}
+    for x in r['runs']:
+        assert x['val']['ppl'] > 1 and x['tokens'] == 512 and x['train_tokens_per_second'] > 0 and x['curve']
+        assert x['seed_lines']['ppl'] > 1 and x['context']['buckets'][-1]['context_to'] == 32
+        assert ('carry_state' in x) == (x['model'] == 'lstm')
+    for m in ('gpt', 'lstm'):
+        assert len(r['probes'][m]) == 2 and r['models'][m]['lr'] == min(r['probes'][m],
+                                                                        key=lambda p: p['val_loss'])['lr']
+        assert set(r['generation'][m]) == {'16', '32'} and r['generation'][m]['32']['ms_per_token'] > 0
+        assert r['summary'][m]['val_ppl']['n'] == 2
+    probes = json.loads((out / 'lm_probes.json').read_text())
+    assert set(probes['chosen']) == {'gpt', 'lstm'}
+    md = (out / 'lm.md').read_text()
+    for text in ('| gpt |', '| lstm |', 'gen ms/token @32', 'Long text', 'exceed the spread'):
+        assert text in md, text
+    assert 'nan' not in md.lower()
+
+
+def test_recall_task_quick_and_reuse(tmp_path):
+    out = tmp_path / 'results'
+    args = ['--task', 'recall', '--quick', '--models', 'gpt,lstm', f'--work={tmp_path}/work', f'--out={out}',
+            '--jobs', '2']
+    run('compare.py', *args, timeout=300)
+    r = json.loads((out / 'recall.json').read_text())
+    assert {(x['model'], x['seq_len'], x['n_pairs']) for x in r['runs']} == {(m, 12, n) for m in ('gpt', 'lstm')
+                                                                             for n in (1, 2)}
+    assert all(0 <= x['accuracy'] <= 1 and x['state_floats'] > 0 for x in r['runs'])
+    assert r['machine']['cpu'] and r['command'].startswith('python ')
+    md = (out / 'recall.md').read_text()
+    assert '| gpt |' in md and 'T 12, 2 pairs' in md and 'state @T 12' in md
+    assert (out / 'recall.png').read_bytes().startswith(PNG)
+    p = run('compare.py', *args, timeout=300)   # a second time: every run is found done and reused
+    assert '4 of 4 runs already done in their folders: reused' in p.stdout
+
+
+def test_spread_rule():
+    a, b, c = compare.stats([20.0, 20.5, 21.0]), compare.stats([22.0, 23.0, 22.5]), compare.stats([20.8, 22.2, 21.5])
+    assert compare.separated(a, b) is True and compare.separated(a, c) is False
+    assert compare.separated(compare.stats([20.0]), b) is None
+    assert a['mean'] == pytest.approx(20.5) and a['std'] == pytest.approx(0.5) and compare.pm(a) == '20.50 ± 0.50'
+    assert compare.stats([float('nan'), None]) is None
+
+
+def test_bad_input_is_one_line_error(tmp_path):
+    p = run('compare.py', '--task', 'lm', '--quick', '--models', 'gpt,rnn', check=False)
+    assert p.returncode != 0 and 'error: unknown model(s) rnn' in p.stderr
+    p = run('compare.py', '--task', 'lm', '--quick', f'--dataset={tmp_path}/none', check=False)
+    assert p.returncode != 0 and 'not found' in p.stderr
