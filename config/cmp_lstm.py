@@ -1,6 +1,6 @@
 # The seeds' comparison (compare.py --task lm, issue 19): four models of 2.74M parameters +-3% on the New-LLM seed's
 # word-1000 WikiText-2, the same data, windows, optimizer and token budget; only learning_rate differs (compare.py's
-# probe sweep). dtype and device are train.py's defaults, chosen the same way for every model.
+# probe sweep). dtype and device: train.py's 'auto', which compare.py decides once and passes to every run.
 # LSTM: 2 layers, n_embd = n_hidden 384, tied head, 2,750,440 parameters (+0.4%).
 model_type = 'lstm'
 out_dir = 'out-cmp-lstm'
