@@ -40,7 +40,6 @@ Writes OUT.json (every measurement, configs, parameter counts, exponents) and OU
 """
 import argparse
 import json
-import math
 import os
 import platform
 import resource

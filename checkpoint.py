@@ -11,7 +11,6 @@ A checkpoint is a dict of tensors and plain Python values only, so `torch.load(w
 import dataclasses
 import importlib
 import os
-import sys
 import tempfile
 import typing
 

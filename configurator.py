@@ -19,14 +19,29 @@ import textwrap
 import tokenize
 import types
 
+from cli import fail
+
 
 def _prog():
     return os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else 'the script'
 
 
-def _fail(msg):
-    print(f"error: {msg}", file=sys.stderr)
-    sys.exit(2)
+def script_defaults(path, end='config_keys'):
+    """The defaults block of a script (its module-level `name = literal` lines up to `end = ...`), read from its
+    source without running it: {name: value}, None for a value that is not a literal."""
+    out = {}
+    with open(path) as f:
+        body = ast.parse(f.read()).body
+    for node in body:
+        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
+            name = node.targets[0].id
+            if name == end:
+                break
+            try:
+                out[name] = ast.literal_eval(node.value)
+            except ValueError:
+                out[name] = None
+    return out
 
 
 def _type_ok(value, expected):
@@ -195,10 +210,10 @@ def parse_args(argv, defaults, extra_types=None, script=None, model_configs=None
         if key not in valid:
             close = difflib.get_close_matches(key, valid, n=1)
             hint = f"did you mean '{close[0]}'?" if close else f"(python {_prog()} --help lists every key)"
-            _fail(f"unknown config key '{key}' ({where}); {hint}")
+            fail(f"unknown config key '{key}' ({where}); {hint}")
         t = expected_type(key)
         if not _type_ok(value, t):
-            _fail(f"config key '{key}' expects {_tname(t)}, got {value!r} ({where})")
+            fail(f"config key '{key}' expects {_tname(t)}, got {value!r} ({where})")
         if isinstance(t, type) and t is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         return value
@@ -210,15 +225,15 @@ def parse_args(argv, defaults, extra_types=None, script=None, model_configs=None
                 with open(arg, encoding='utf-8') as f:
                     source = f.read()
             except OSError as e:
-                _fail(f"cannot read config file {arg}: {e.strerror}")
+                fail(f"cannot read config file {arg}: {e.strerror}")
             except ValueError as e:  # not UTF-8 text
-                _fail(f"cannot read config file {arg}: {e}")
+                fail(f"cannot read config file {arg}: {e}")
             namespace = {}
             try:
                 exec(compile(source, arg, 'exec'), namespace)
             except Exception as e:  # a config file is user code: report its error in one line
                 msg = ' '.join(str(e).split())
-                _fail(f"config file {arg} failed: {type(e).__name__}: {msg}")
+                fail(f"config file {arg} failed: {type(e).__name__}: {msg}")
             for key, value in namespace.items():
                 if key.startswith('_') or isinstance(value, types.ModuleType):
                     continue
@@ -226,6 +241,6 @@ def parse_args(argv, defaults, extra_types=None, script=None, model_configs=None
         else:
             key, sep, text = arg[2:].partition('=')
             if not sep:
-                _fail(f"override '{arg}' must look like --key=value")
+                fail(f"override '{arg}' must look like --key=value")
             overrides[key] = check(key, _parse_value(text), arg)
     return overrides

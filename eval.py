@@ -67,7 +67,9 @@ import torch.nn.functional as F
 
 import data
 import hardware
+from checkpoint import model_classes
 from cli import fail
+from linear_ce import linear_score
 
 
 def score_logits(logits, targets):
@@ -75,6 +77,20 @@ def score_logits(logits, targets):
     logits, mask = logits.float(), targets != -1
     nll = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1, reduction='sum')
     return nll.item(), int(mask.sum()), int(((logits.argmax(-1) == targets) & mask).sum())
+
+
+def score_batch(model, inputs, targets):
+    """
+    score_logits of model(inputs) without its (B, T, V) logits: the final hidden states (model.hidden) go through
+    lm_head chunk by chunk (linear_ce.linear_score), as the fused training loss does. A head that is not a plain
+    nn.Linear (--quantize int8 makes it a quantized one) is scored from its logits. Call it under the autocast
+    context and no_grad.
+    """
+    head = model.lm_head
+    if isinstance(head, nn.Linear):
+        return linear_score(model.hidden(inputs), head.weight, head.bias, targets)
+    logits, _ = model(inputs)
+    return score_logits(logits, targets)
 
 
 class Progress:
@@ -116,9 +132,9 @@ def evaluate_tokens(model, tokens, block_size, batch_size, device, autocast_ctx,
         with autocast_ctx:
             if carry_state:
                 logits, state = model.forward_state(inputs, state)
+                nll, count, correct = score_logits(logits, targets)
             else:
-                logits, _ = model(inputs)
-        nll, count, correct = score_logits(logits, targets)
+                nll, count, correct = score_batch(model, inputs, targets)
         nll_sum, n_targets, n_correct = nll_sum + nll, n_targets + count, n_correct + correct
         if progress is not None:
             progress(n_targets, n)
@@ -150,6 +166,32 @@ def evaluate_tokens(model, tokens, block_size, batch_size, device, autocast_ctx,
             'cpu_seconds': time.process_time() - c0}
 
 
+@torch.no_grad()
+def evaluate_lines(model, tokens, bos, pad, block_size, batch_size, device, autocast_ctx, progress=None):
+    """
+    The New-LLM seed's metric: the split cut into its line windows (data.line_windows: each `<bos> ... <eos>` line
+    of at most block_size + 1 tokens is one window, a longer one windows of block_size + 1 at stride
+    (block_size + 1) // 2), every window read from a zero context; the mean is per scored token (the seed averaged
+    per-batch means, which weighs short batches more; the difference is small). Long lines' overlapping windows
+    score their shared tokens twice, as the seed did. -> the same dict as evaluate_tokens.
+    """
+    model.eval()
+    t0, c0 = time.time(), time.process_time()
+    windows = data.line_windows(tokens, block_size + 1, bos)
+    n_rows = len(windows[0])
+    total = int((windows[1] - 1).sum())
+    nll_sum, n_targets, n_correct = 0.0, 0, 0
+    for r0 in range(0, n_rows, batch_size):
+        x, y = data.windows_batch(tokens, windows, np.arange(r0, min(r0 + batch_size, n_rows)), block_size, pad)
+        with autocast_ctx:
+            nll, count, correct = score_batch(model, torch.from_numpy(x).to(device), torch.from_numpy(y).to(device))
+        nll_sum, n_targets, n_correct = nll_sum + nll, n_targets + count, n_correct + correct
+        if progress is not None:
+            progress(n_targets, total)
+    return {'nll_sum': nll_sum, 'targets': n_targets, 'correct': n_correct, 'seconds': time.time() - t0,
+            'cpu_seconds': time.process_time() - c0, 'windows': n_rows}
+
+
 def split_metrics(result, split_meta):
     """result of evaluate_tokens + meta.json's entry for the split -> the reported metrics (see the docstring)."""
     nll, n = result['nll_sum'], max(result['targets'], 1)
@@ -168,9 +210,10 @@ def split_metrics(result, split_meta):
 # loss as a function of the context read
 
 def is_recurrent(model_type, model_args):
-    """New-LLM, the LSTM and causal ResNet-BK carry an O(1) state; GPT has a window; seed (non-causal) ResNet-BK has
-    neither."""
-    return model_type in ('newllm', 'lstm') or (model_type == 'resnetbk' and model_args.get('bk_causal', True))
+    """Whether the model carries an O(1) state from window to window (its class's is_recurrent): New-LLM, the LSTM
+    and causal ResNet-BK do; GPT has a window; seed (non-causal) ResNet-BK has neither. model_args: dict or config."""
+    config_cls, model_cls = model_classes(model_type)
+    return model_cls.is_recurrent(model_args if isinstance(model_args, config_cls) else config_cls(**model_args))
 
 
 @torch.no_grad()
@@ -342,6 +385,9 @@ def main(argv=None):
     p.add_argument('--max_tokens', type=int, default=0,
                    help='evaluate only the first N tokens of the split (0 = all); bytes and words are then pro-rated')
     p.add_argument('--carry_state', action='store_true', help='recurrent models: carry the state across windows')
+    p.add_argument('--windows', default='stream', choices=['stream', 'lines'],
+                   help="stream: the split in consecutive windows (default); lines: the New-LLM seed's metric, its "
+                        "<bos> line windows each from a zero context")
     p.add_argument('--context_lengths', default=None, help='e.g. 64,256,1024,4096: loss by context read (+ PNG)')
     p.add_argument('--stride', type=int, default=0, help='GPT sliding-window step for --context_lengths '
                                                          '(default block_size // 2; 1 = every context exactly W)')
@@ -383,12 +429,17 @@ def run(args):
     if args.carry_state and not recurrent:
         raise ValueError(f"--carry_state needs a recurrent model (newllm, causal resnetbk); {model_type}'s "
                          f"context is its block_size window (see --context_lengths for its sliding window)")
+    bos = meta['special_tokens'].get('<bos>')
+    if args.windows == 'lines' and (bos is None or args.carry_state):
+        raise ValueError("--windows lines needs <bos> lines (prepare.py --line_format bos_eos) and no --carry_state")
 
     split_meta = dict(meta['splits'].get(args.split, {}))
     scored_fraction = (len(tokens) - 1) / max(split_meta.get('tokens', len(tokens)) - 1, 1)
     prorated = scored_fraction < 1.0
     if prorated:  # a prefix: its bytes and words are unknown, estimate them from the token share
-        split_meta = {k: v * scored_fraction for k, v in split_meta.items() if k in ('bytes', 'words')}
+        split_meta = {k: v * scored_fraction for k, v in split_meta.items() if k in ('bytes', 'words', 'unk_bytes')}
+    if args.windows == 'lines':  # overlapping windows score some tokens twice: no per-byte or per-word figures
+        split_meta = {}
     unit = (f"token = {meta['tokenizer']} tokenizer token (vocab {meta['vocab_size']}); bits/byte over the UTF-8 bytes "
             f"and word ppl over the whitespace words of the {args.split} split")
     if prorated:
@@ -398,16 +449,38 @@ def run(args):
     print(f"units: {unit}")
     mode = (f"carry_state: {min(batch_size, len(tokens) - 1)} strands, state carried across windows of {block_size}"
             if args.carry_state else f"non-overlapping windows of {block_size}, each from a fresh start")
+    if args.windows == 'lines':
+        mode = (f"the New-LLM seed's line windows ({block_size + 1} tokens, stride {(block_size + 1) // 2} in long "
+                f"lines), each from a zero context, mean per token")
     if model_type == 'resnetbk' and not recurrent:
         mode += "; NON-CAUSAL (seed mode): positions see later tokens, this is not a valid language-model loss"
     out = {'ckpt': args.ckpt, 'model_type': model_type, 'num_params': model.get_num_params(), 'dataset': data_dir,
            'split': args.split, 'tokenizer': meta['tokenizer'], 'vocab_size': meta['vocab_size'], 'unit': unit,
            'block_size': block_size, 'batch_size': batch_size, 'device': device, 'dtype': dtype, 'mode': mode}
 
-    m = split_metrics(evaluate_tokens(model, tokens, block_size, batch_size, device, ctx, args.carry_state,
-                                      progress=Progress(args.split)), split_meta)
+    if args.windows == 'lines':
+        result = evaluate_lines(model, tokens, bos, meta.get('pad_token') or 0, block_size, batch_size, device, ctx,
+                                progress=Progress(args.split))
+        out['windows'] = result['windows']
+    else:
+        result = evaluate_tokens(model, tokens, block_size, batch_size, device, ctx, args.carry_state,
+                                 progress=Progress(args.split))
+    m = split_metrics(result, split_meta)
     out['metrics'] = m
     print(f"{args.split} ({mode}):\n  {fmt(m)}")
+    unk = meta['special_tokens'].get('<unk>')
+    if unk is not None and meta['tokenizer'] == 'word':
+        targets = np.asarray(tokens[1:])
+        out['unk'] = {'token_rate': float((targets == unk).mean()),
+                      'byte_rate': (split_meta['unk_bytes'] / split_meta['bytes']) if split_meta.get('unk_bytes')
+                      is not None and split_meta.get('bytes') else None}
+        byte_text = (f", {100 * out['unk']['byte_rate']:.1f}% of its bytes" if out['unk']['byte_rate'] is not None
+                     else '')
+        if out['unk']['token_rate'] > 0:
+            out['unk']['note'] = ("bits_per_byte and word_ppl are lower bounds: the model predicts <unk> as one token "
+                                  "and never spells the words it stands for; not comparable with a gpt2-token model's")
+            print(f"  <unk>: {100 * out['unk']['token_rate']:.1f}% of the targets{byte_text}: "
+                  f"bits/byte and word ppl are lower bounds")
 
     if args.context_lengths:
         try:
@@ -423,7 +496,7 @@ def run(args):
         stride = args.stride or max(1, block_size // 2)
         curve = context_curve(model, tokens, L, batch_size, device, ctx, recurrent, block_size, stride)
         rows = context_table(curve, edges)
-        how = (f"state carried from each strand's start (context = t + 1)" if recurrent else
+        how = ("state carried from each strand's start (context = t + 1)" if recurrent else
                f"sliding window of {block_size}, stride {stride}: context = t + 1 up to {block_size}, then "
                f"{max(block_size - stride + 1, 1)}..{block_size}")
         print(f"loss by context read: {curve['strands']} strands of {L:,} targets, {how}")

@@ -47,16 +47,13 @@ Also reported: per token, the whole configured run (iterations x per step, train
 component, and the 6*N*D estimate (N parameters, D tokens) beside the exact count. train.py imports step_flops() for
 MFU and results.json (the peak is hardware.py's measured matmul rate when the config gives none).
 """
-import ast
 import dataclasses
 import json
 import os
 import re
 import sys
-import time
 from collections import namedtuple
 
-import numpy as np
 import torch
 
 import checkpoint as ckpt_io
@@ -66,7 +63,8 @@ import hardware
 import optim
 from cli import fail
 
-# one component: forward and backward FLOPs, split into what torch's counter sees (matmul/SDPA/conv) and the rest
+# one component: forward and backward FLOPs, split into what torch's counter sees (matmul/SDPA/conv) and the rest.
+# Each model class lists its own components with these helpers (flop_rows in model_*.py), by the rules above.
 Row = namedtuple('Row', 'group name fwd_mm fwd_other bwd_mm bwd_other')
 
 
@@ -85,176 +83,35 @@ def _config(model_type, model_args):
     return model_args if isinstance(model_args, config_cls) else config_cls(**model_args)
 
 
-# -----------------------------------------------------------------------------------------------------------------
-# convention 'exact': one function per model, reading the model's config
-
-def gpt_rows(cfg, B, T, device_type='cuda'):
-    M, C, V, nh = B * T, cfg.n_embd, cfg.vocab_size, cfg.n_head
-    hs = C // nh
-    drop = 1 if cfg.dropout > 0 else 0
-    fused = device_type != 'cpu' or not drop  # a fused SDPA kernel recomputes q k^T in its backward (docstring)
-    ln = (7 if cfg.bias else 6) * M * C
-    rows = [Row('embedding', 'wte + wpe lookups, add' + (', dropout' if drop else ''), 0, M * C * (1 + drop),
-                0, 2 * M * C + 2 * drop * M * C)]
-    for i in range(cfg.n_layer):
-        g = f'layer {i}'
-        scores, probs = 2 * B * nh * T * T * hs, B * nh * T * T
-        rows += [elementwise(g, 'ln_1', ln),
-                 linear(g, 'attention qkv Linear(C,3C)', M, C, 3 * C, cfg.bias),
-                 Row(g, 'attention scores q k^T, scale, mask, softmax' + (', dropout' if drop else ''),
-                     scores, (7 + drop) * probs, (3 if fused else 2) * scores, 2 * (7 + drop) * probs),
-                 Row(g, 'attention values att v', scores, 0, 2 * scores, 0),
-                 linear(g, 'attention proj Linear(C,C), residual', M, C, C, cfg.bias, extra=(1 + drop) * M * C),
-                 elementwise(g, 'ln_2', ln),
-                 linear(g, 'MLP Linear(C,4C), GELU', M, C, 4 * C, cfg.bias, extra=5 * M * 4 * C),
-                 linear(g, 'MLP Linear(4C,C), residual', M, 4 * C, C, cfg.bias, extra=(1 + drop) * M * C)]
-    rows += [elementwise('final norm', 'ln_f', ln),
-             linear('lm_head', 'lm_head Linear(C,V), tied to wte (fused with the loss)', M, C, V, bias=False),
-             elementwise('loss', 'cross-entropy', 5 * M * V)]
-    return rows
-
-
-def newllm_rows(cfg, B, T):
-    M, E, H, C, V = B * T, cfg.n_embd, cfg.n_hidden, cfg.n_context, cfg.vocab_size
-    act = (2 if cfg.dropout > 0 else 1) * M * H  # ReLU (+ dropout)
-    steps = f' ({T} steps)'
-    rows = [Row('embedding', 'wte lookup', 0, 0, 0, M * E),
-            linear('layer 1', 'token half W1[:, :E] x_t + b1 (one matmul over B*T)', M, E, H),
-            linear('layer 1', 'context half W1[:, E:] c_t, ReLU' + (', dropout' if cfg.dropout > 0 else '') + steps,
-                   M, C, H, bias=False, extra=M * H + act)]
-    for l in range(2, cfg.n_layer + 1):
-        rows.append(linear(f'layer {l}', 'Linear(H,H), ReLU' + (', dropout' if cfg.dropout > 0 else '') + steps,
-                           M, H, H, extra=act))
-    rows += [linear('context heads', 'Linear(H,3C), 2 sigmoids, f*c + i*d' + steps, M, H, 3 * C, extra=5 * M * C),
-             elementwise('context LayerNorm', 'LayerNorm(C), clamp' + steps, 8 * M * C),
-             linear('lm_head', 'lm_head Linear(H,V) (fused with the loss)', M, H, V),
-             elementwise('loss', 'cross-entropy', 5 * M * V)]
-    return rows
-
-
-def bk_layer_rows(group, cfg, B, N):
-    """One BKLayer (MoE, v_proj, BK-Core, output projection; the sparse BK parts if on) over B sequences of N."""
-    M, D, E, K = B * N, cfg.n_embd, cfg.n_experts, cfg.top_k
-    drop = 2 * D if cfg.dropout > 0 else 0
-    chain = 9 if cfg.bk_causal else 25
-    rows = [linear(group, 'router Linear(D,E)', M, D, E),
-            elementwise(group, 'router softmax, top-k, balance' + (', gate softmax' if cfg.router == 'seed' else ''),
-                        M * (7 * E + (5 * K if cfg.router == 'seed' else 0))),
-            Row(group, f'experts Linear(D,2D)-ReLU-Linear(2D,D), top_{K} of {E}', 8 * M * K * D * D,
-                M * K * (7 * D + drop), 16 * M * K * D * D, 2 * M * K * (7 * D + drop)),
-            linear(group, 'v_proj Linear(D,1), clamp', M, D, 1, extra=M),
-            elementwise(group, 'BK-Core (' + ('causal recurrence' if cfg.bk_causal else 'full diagonal, seed') + ')',
-                        M * (chain + (1 if cfg.use_sparse_bk else 0)))]
-    if cfg.use_sparse_bk:
-        rows += [linear(group, 'sparse mask Linear(D,1), Gumbel-sigmoid, sparsity loss', M, D, 1,
-                        extra=11 * M),
-                 Row(group, 'sparse interpolator Conv1d(3,2,3), mix', 36 * M, 11 * M, 72 * M, 22 * M)]
-    rows.append(linear(group, 'output projection Linear(2,D), clamp, bk_scale, add', M, 2, D, extra=2 * M + 2 * M * D))
-    return rows
-
-
-def resnetbk_rows(cfg, B, T):
-    M, D, V = B * T, cfg.n_embd, cfg.vocab_size
-    rows = [Row('embedding', 'wte + wpe lookups, add', 0, M * D, 0, 2 * M * D)]
-    for i in range(cfg.n_layer):
-        g = f'layer {i}'
-        rows.append(elementwise(g, 'LayerNorm', 7 * M * D))
-        P = T // 2
-        if cfg.use_multi_scale and P > 0:
-            rows.append(elementwise(g, 'multi-scale pooling of position pairs', 3 * B * P * D))
-            rows += [r._replace(name='coarse ' + r.name) for r in bk_layer_rows(g, cfg, B, P)]
-            rows.append(linear(g, 'multi-scale Linear(D,2D) up, add', M, D, 2 * D, extra=M * D))
-        rows += bk_layer_rows(g, cfg, B, T)
-        rows.append(elementwise(g, 'residual', M * D))
-        if cfg.use_act:
-            rows.append(linear(g, 'ACT halting Linear(D,1), sigmoid, weighted sum', M, D, 1, extra=M * (3 * D + 8)))
-    rows += [elementwise('final norm', 'LayerNorm', 7 * M * D),
-             # training runs it fused with the loss (linear_ce.py), which forms its gradients in the forward
-             linear('lm_head', 'lm_head Linear(D,V) (fused with the loss)', M, D, V),
-             elementwise('loss', 'cross-entropy', 5 * M * V)]
-    return rows
-
-
-def lstm_rows(cfg, B, T):
-    M, E, H, V = B * T, cfg.n_embd, cfg.n_hidden, cfg.vocab_size
-    drop = 1 if cfg.dropout > 0 else 0
-    bias = 1 if cfg.bias else 0
-    rows = [Row('embedding', 'wte lookup' + (', dropout' if drop else ''), 0, drop * M * E,
-                0, M * E + 2 * drop * M * E)]
-    for l in range(cfg.n_layer):
-        n_in = E if l == 0 else H
-        # the kernel (oneDNN, cuDNN) runs both matmuls of every step; the two projections are summed, + 2 biases
-        rows += [Row(f'layer {l + 1}', f'W_ih u_t + W_hh h_t-1 (4H gates, {T} steps)', 8 * M * H * (n_in + H),
-                     (4 + 8 * bias) * M * H, 16 * M * H * (n_in + H), 2 * (4 + 8 * bias) * M * H),
-                 elementwise(f'layer {l + 1}', '3 sigmoids, 2 tanh, c = f c + i g, h = o tanh(c)' +
-                             (', dropout' if drop else ''), (9 + drop) * M * H)]
-    rows += [linear('lm_head', 'lm_head Linear(H,V)' + (', tied to wte' if cfg.tie_weights else '') +
-                    ' (fused with the loss)', M, H, V, cfg.bias),
-             elementwise('loss', 'cross-entropy', 5 * M * V)]
-    return rows
-
-
-# -----------------------------------------------------------------------------------------------------------------
-# convention 'seed': the ResNet-BK seed's formula
-
-def resnetbk_seed_rows(cfg, B, N):
-    flags = [f for f in ('use_act', 'use_multi_scale', 'use_sparse_bk') if getattr(cfg, f)]
-    if flags:
-        raise ValueError(f"the seed convention covers the seed's architecture only; turn off {', '.join(flags)}")
-    T, D, E, K, V = B * N, cfg.n_embd, cfg.n_experts, cfg.top_k, cfg.vocab_size
-    rows = [Row('embedding', 'embedding T*D', 0, T * D, 0, T * D)]
-    for i in range(cfg.n_layer):
-        g = f'layer {i}'
-        rows += [Row(g, 'LayerNorm 5TD', 0, 5 * T * D, 0, 5 * T * D),
-                 Row(g, 'router/gating 2TDE', 2 * T * D * E, 0, 4 * T * D * E, 0),
-                 Row(g, 'softmax 3TE', 0, 3 * T * E, 0, 6 * T * E),
-                 Row(g, f'experts (top_{K} of {E}) TK(8D^2+2D)', T * K * 8 * D * D, T * K * 2 * D,
-                     2 * T * K * 8 * D * D, 2 * T * K * 2 * D),
-                 Row(g, 'BK-Core 34N*B (backward 26N*B)', 0, 34 * T, 0, 26 * T),
-                 Row(g, 'output projection Linear(2,D) 4TD', 4 * T * D, 0, 8 * T * D, 0)]
-    rows += [Row('final norm', 'LayerNorm 5TD', 0, 5 * T * D, 0, 5 * T * D),
-             Row('lm_head', 'lm_head 2TDV', 2 * T * D * V, 0, 4 * T * D * V, 0)]
-    return rows
-
-
-ROWS = {'gpt': gpt_rows, 'newllm': newllm_rows, 'resnetbk': resnetbk_rows, 'lstm': lstm_rows}
-
-
 def breakdown(model_type, model_args, batch_size, seq_len, convention='exact', device_type='cuda'):
     """-> [Row] of one forward + backward on a (batch_size, seq_len) batch; model_args: dict or config object.
-    device_type ('cuda' | 'cpu' | ...) only picks the attention kernel whose backward is counted (docstring)."""
+    The rows are the model class's: flop_rows(cfg, B, T, device_type) for 'exact', seed_flop_rows(cfg, B, T) for
+    'seed'. device_type ('cuda' | 'cpu' | ...) only picks GPT's attention kernel whose backward is counted."""
     cfg = _config(model_type, model_args)
+    model_cls = ckpt_io.model_classes(model_type)[1]
     if convention == 'seed':
-        if model_type != 'resnetbk':
-            raise ValueError(f"the seed convention exists for resnetbk only, not {model_type}")
-        return resnetbk_seed_rows(cfg, batch_size, seq_len)
+        if not hasattr(model_cls, 'seed_flop_rows'):
+            seeded = [mt for mt in ckpt_io.MODELS if hasattr(ckpt_io.model_classes(mt)[1], 'seed_flop_rows')]
+            raise ValueError(f"the seed convention exists for {', '.join(seeded)} only, not {model_type}")
+        return model_cls.seed_flop_rows(cfg, batch_size, seq_len)
     if convention != 'exact':
         raise ValueError(f"convention must be 'exact' or 'seed', not {convention!r}")
-    if model_type == 'gpt':
-        return gpt_rows(cfg, batch_size, seq_len, device_type)
-    return ROWS[model_type](cfg, batch_size, seq_len)
+    return model_cls.flop_rows(cfg, batch_size, seq_len, device_type)
 
 
 # -----------------------------------------------------------------------------------------------------------------
 # parameters, optimizer, one training step
 
-PARAM_GROUPS = {  # parameter name -> component, first match
-    'gpt': [(r'transformer\.(wte|wpe)\.', 'embedding'), (r'transformer\.h\.(\d+)\.', 'layer {}'),
-            (r'transformer\.ln_f\.', 'final norm'), (r'lm_head\.', 'lm_head')],
-    'newllm': [(r'wte\.', 'embedding'), (r'mlp\.(\d+)\.', 'layer +{}'), (r'context_head\.', 'context heads'),
-               (r'ln_c\.', 'context LayerNorm'), (r'lm_head\.', 'lm_head')],
-    'resnetbk': [(r'(wte|wpe)\.', 'embedding'), (r'(?:blocks|halt)\.(\d+)\.', 'layer {}'),
-                 (r'ln_f\.', 'final norm'), (r'lm_head\.', 'lm_head')],
-    'lstm': [(r'wte\.', 'embedding'), (r'lstm\.\w+_l(\d+)$', 'layer +{}'), (r'lm_head\.', 'lm_head')],
-}
-
-
 def param_groups(model_type, model):
-    """{component: parameters} (shared parameters once), in model order."""
+    """{component: parameters} (shared parameters once), in model order. The components are the model class's
+    PARAM_GROUPS, [(regex on the parameter name, label)], first match; '{}' in a label takes the regex's number,
+    '+{}' that number + 1; a parameter none matches (or every one, without PARAM_GROUPS) counts under its
+    top-level module's name."""
     out = {}
+    groups = getattr(ckpt_io.model_classes(model_type)[1], 'PARAM_GROUPS', [])
     for name, p in model.named_parameters():
         comp = name.split('.')[0]
-        for pattern, label in PARAM_GROUPS[model_type]:
+        for pattern, label in groups:
             m = re.match(pattern, name)
             if m:
                 idx = [g for g in m.groups() if g and g.isdigit()]
@@ -287,13 +144,18 @@ def lookup_only_params(model):
                if isinstance(m, torch.nn.Embedding) and id(m.weight) not in linear_weights)
 
 
+def tied_head(model):
+    """Whether lm_head's weight is an embedding table's (GPT's wte, a tied LSTM): counted once, under the table."""
+    return any(m.weight is model.lm_head.weight for m in model.modules() if isinstance(m, torch.nn.Embedding))
+
+
 def step_flops(model_type, model_args, batch_size, seq_len, accum_steps=1, optimizer='adamw', grad_clip=True,
                convention='exact', device_type='cuda', model=None):
     """
     One optimizer step of train.py: accum_steps micro-batches of (batch_size, seq_len), forward + backward each,
     then one update. model: the built model (else one is built on the meta device, no memory). -> dict of
     rows, optimizer_rows, forward, backward, optimizer, per_step, per_token, forward_matmul, backward_matmul,
-    tokens, n_params, params (by component), estimate_6nd, estimate_6nd_no_lookup.
+    tokens, n_params, params (by component), estimate_6nd, estimate_6nd_no_lookup, tied_head.
     """
     cfg = _config(model_type, model_args)
     if model is None:
@@ -310,7 +172,7 @@ def step_flops(model_type, model_args, batch_size, seq_len, accum_steps=1, optim
            'backward_matmul': accum_steps * sum(r.bwd_mm for r in rows),
            'optimizer': sum(r.fwd_other for r in opt_rows),
            'n_params': n_params, 'params': param_groups(model_type, model),
-           'estimate_6nd': 6 * n_params * tokens,
+           'estimate_6nd': 6 * n_params * tokens, 'tied_head': tied_head(model),
            'estimate_6nd_no_lookup': 6 * (n_params - lookup_only_params(model)) * tokens}
     out['per_step'] = out['forward'] + out['backward'] + out['optimizer']
     out['per_token'] = out['per_step'] / tokens
@@ -386,19 +248,8 @@ TRAIN_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
 
 
 def train_defaults():
-    """train.py's configuration globals with their defaults, read from its source (importing it would train).
-    A default computed at run time (device) becomes None: any value is accepted for it."""
-    out = {}
-    for node in ast.parse(open(TRAIN_PY).read()).body:
-        if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            name = node.targets[0].id
-            if name == 'config_keys':  # the end of the defaults block
-                break
-            try:
-                out[name] = ast.literal_eval(node.value)
-            except ValueError:
-                out[name] = None
-    return out
+    """train.py's configuration globals with their defaults, read from its source (importing it would train)."""
+    return configurator.script_defaults(TRAIN_PY)
 
 
 def run_iterations(cfg, data_dir, meta):
@@ -533,8 +384,8 @@ def run(argv):
     print("parameters by component:")
     for comp, n in s['params'].items():
         print(f"  {comp:<30} {n:>14,} {100 * n / s['n_params']:6.2f}%")
-    if model_type == 'gpt':
-        print("  (lm_head shares the embedding's wte weight)")
+    if s['tied_head']:
+        print("  (lm_head shares the token embedding's weight)")
 
     if check:
         bc = min(B, 4)

@@ -151,3 +151,26 @@ def choose_dtype(requested, device, rates=None, cuda_bf16=None):
                           f"float32 on this {device_type(device)} (matmul {rates_text}); --dtype=auto picks "
                           f"the faster one")
     return choice
+
+
+def machine_info(device='cpu'):
+    """What a results file records about the machine: the CPU model, its bf16/AMX flags and core count, PyTorch's
+    threads and version, and the GPU's name when device is CUDA."""
+    import os
+    import platform
+    model, flags = platform.processor() or 'unknown', set()
+    try:
+        with open('/proc/cpuinfo') as f:
+            for line in f:
+                if line.startswith('model name') and model in ('unknown', '', platform.machine()):
+                    model = line.split(':', 1)[1].strip()
+                elif line.startswith('flags'):
+                    flags = set(line.split(':', 1)[1].split())
+    except OSError:
+        pass
+    info = {'cpu': model, 'cpu_count': os.cpu_count(), 'torch_threads': torch.get_num_threads(),
+            'avx512_bf16': 'avx512_bf16' in flags, 'amx_bf16': 'amx_bf16' in flags, 'avx2': 'avx2' in flags,
+            'torch': torch.__version__}
+    if device_type(device) == 'cuda':
+        info['gpu'] = torch.cuda.get_device_name(device)
+    return info

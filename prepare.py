@@ -43,7 +43,8 @@ The two seed setups (../shared/SEEDS.md), reproduced exactly:
 meta.json: dataset, tokenizer, vocab_size, lowercase, line_format, special_tokens, eot_token, pad_token, (bos_eos:
 min_line_words; dailydialog: turn_separator), source, words (word only), and per split: tokens, bytes = UTF-8 bytes of
 the source text that the stream encodes (for bos_eos: the kept lines with their newlines; for dialog: the turns joined
-by "\\n"), words = its whitespace-split word count. Evaluation uses them for bits/byte and word-level perplexity.
+by "\\n"), words = its whitespace-split word count, unk_bytes = the bytes of the words mapped to <unk> (0 for gpt2).
+Evaluation uses them for bits/byte and word-level perplexity, and to say how much of the text <unk> hides.
 
 Memory: text is read in chunks of whole lines (~1 MB), tokenized by a pool of --num_proc processes with a bounded
 number of chunks in flight, and appended to the output file as uint16; word counting streams the same way. gpt2 chunks
@@ -304,13 +305,21 @@ def count_words(chunk, lowercase):
     return c
 
 
+def unknown_bytes(tok, words):
+    """UTF-8 bytes of the words a word vocabulary maps to <unk> (what a word model never has to spell out)."""
+    stoi = tok.stoi
+    return sum(len(w.encode("utf-8")) for w in words if w not in stoi)
+
+
 def encode_chunk(chunk):
-    """One chunk -> (uint16 token array, source bytes encoded, source words encoded)."""
+    """One chunk -> (uint16 token array, source bytes encoded, source words encoded, bytes of <unk> words)."""
     tok, (line_format, min_words) = _TOK, _FMT
     gpt2 = isinstance(tok, GPT2Tokenizer)
+    unk = 0
     if line_format == "concat":
         ids = tok.encode_ordinary(chunk) if gpt2 else tok.encode(chunk)
         nbytes, nwords = len(chunk.encode("utf-8")), len(chunk.split())
+        unk = 0 if gpt2 else unknown_bytes(tok, tok.split(chunk))
     elif line_format == "bos_eos":
         ids, nbytes, nwords = [], 0, 0
         lines = chunk.split("\n")
@@ -323,6 +332,7 @@ def encode_chunk(chunk):
             ids.append(tok.eot_token)
             nbytes += len(line.encode("utf-8")) + (i < len(lines) - 1)  # + its "\n"
             nwords += len(words)
+            unk += unknown_bytes(tok, words)
     else:  # dialog
         ids, nbytes, nwords = [], 0, 0
         for turns in chunk:
@@ -335,9 +345,10 @@ def encode_chunk(chunk):
                 for t in turns:
                     ids.extend(tok.encode(t))
                     ids.append(tok.eot_token)
+                    unk += unknown_bytes(tok, tok.split(t))
             nbytes += len(text.encode("utf-8"))
             nwords += len(text.split())
-    return np.asarray(ids, dtype=np.uint16), nbytes, nwords
+    return np.asarray(ids, dtype=np.uint16), nbytes, nwords, unk
 
 
 def ordered_map(fn, items, num_proc, args=()):
@@ -522,12 +533,12 @@ def main(argv=None):
             t0 = time.time()
             tmp = os.path.join(out_dir, f"{split}.bin.tmp")
             tmp_files.append(tmp)
-            n_tok = n_bytes = n_words = 0
+            n_tok = n_bytes = n_words = n_unk = 0
             with open(tmp, "wb") as f, progress(total, split) as bar:
-                for ids, nb, nw in ordered_map(encode_chunk, tracked(make_chunks(), bar), args.num_proc):
+                for ids, nb, nw, nu in ordered_map(encode_chunk, tracked(make_chunks(), bar), args.num_proc):
                     f.write(ids.tobytes())
-                    n_tok, n_bytes, n_words = n_tok + len(ids), n_bytes + nb, n_words + nw
-            stats[split] = {"tokens": n_tok, "bytes": n_bytes, "words": n_words}
+                    n_tok, n_bytes, n_words, n_unk = n_tok + len(ids), n_bytes + nb, n_words + nw, n_unk + nu
+            stats[split] = {"tokens": n_tok, "bytes": n_bytes, "words": n_words, "unk_bytes": n_unk}
             print(f"{split}: {desc}: {n_tok:,} tokens, {n_bytes:,} bytes, {n_words:,} words ({time.time() - t0:.1f}s)")
         # swap in: without meta.json the folder is visibly incomplete, so new .bin never pair with an old meta
         if os.path.exists(meta_path):

@@ -41,7 +41,7 @@ import flops
 import hardware
 import optim
 from cli import fail
-from eval import Progress, evaluate_tokens, score_logits, split_metrics
+from eval import Progress, evaluate_lines, evaluate_tokens, score_batch, split_metrics
 
 # -----------------------------------------------------------------------------
 # default config values
@@ -52,6 +52,7 @@ eval_interval = 250        # iterations between evaluations; 0 = at the end of e
 log_interval = 10
 eval_iters = 50            # batches per quick estimate of train/val loss (ignored when eval_full)
 eval_full = False          # evaluate the whole val split at each evaluation instead of eval_iters random batches
+val_windows = ''           # eval_full: 'stream' (consecutive windows) or 'lines' (the New-LLM seed's metric); '' = as batch_mode
 eval_only = False          # evaluate the initial (or resumed) model and exit
 always_save_checkpoint = True   # write ckpt.pt at every evaluation (best.pt is written whenever val improves)
 snapshot_every_epochs = 0  # also keep out_dir/ckpt_epoch{N}.pt at every N-th epoch boundary; 0 = off
@@ -215,15 +216,24 @@ if batch_mode == 'random':
                  f", fewer than block_size + 1 = {block_size + 1}")
     n_train_windows = 0
 else:
-    bos = meta['special_tokens'].get('<bos>')
-    if bos is None:
+    if meta['special_tokens'].get('<bos>') is None:
         fail("batch_mode='seed_lines' needs <bos> segments (prepare.py --line_format bos_eos)")
-    train_windows = data.line_windows(train_data, block_size + 1, bos)
-    val_windows = data.line_windows(val_data, block_size + 1, bos)
-    if len(train_windows[0]) == 0 or len(val_windows[0]) == 0:
-        fail(f"no <bos> line windows in the {'train' if len(train_windows[0]) == 0 else 'val'} split")
-    n_train_windows = len(train_windows[0])
-    log(f"seed_lines: {len(train_windows[0]):,} train windows, {len(val_windows[0]):,} val windows")
+    bos = meta['special_tokens']['<bos>']
+    train_lines = data.line_windows(train_data, block_size + 1, bos)
+    val_lines = data.line_windows(val_data, block_size + 1, bos)
+    if len(train_lines[0]) == 0 or len(val_lines[0]) == 0:
+        fail(f"no <bos> line windows in the {'train' if len(train_lines[0]) == 0 else 'val'} split")
+    n_train_windows = len(train_lines[0])
+    log(f"seed_lines: {len(train_lines[0]):,} train windows, {len(val_lines[0]):,} val windows")
+# eval_full's val metrics: the selecting one first
+val_kinds = [val_windows or ('lines' if batch_mode == 'seed_lines' else 'stream')]
+if val_kinds[0] not in ('stream', 'lines'):
+    fail(f"val_windows must be 'stream', 'lines' or '', not {val_windows!r}")
+bos = meta['special_tokens'].get('<bos>')
+if val_kinds[0] == 'lines' and bos is None:
+    fail("val_windows='lines' needs <bos> lines (prepare.py --line_format bos_eos)")
+if bos is not None:
+    val_kinds.append('stream' if val_kinds[0] == 'lines' else 'lines')
 samples_per_epoch = data.samples_per_epoch(batch_mode, len(train_data), n_train_windows, block_size)
 iters_per_epoch = data.iters_per_epoch(samples_per_epoch, batch_size, gradient_accumulation_steps)
 pad_token = meta.get('pad_token') or 0
@@ -238,7 +248,7 @@ def get_batch(split, step, micro_step, purpose=0):
     split_data = train_data if split == 'train' else val_data
     rng = np.random.default_rng([seed, purpose, split == 'train', step, micro_step])
     if batch_mode == 'seed_lines':
-        windows = train_windows if split == 'train' else val_windows
+        windows = train_lines if split == 'train' else val_lines
         if split == 'train' and purpose == 0:  # a fresh permutation of the windows every epoch
             epoch, i = divmod(step, iters_per_epoch)
             perm = np.random.default_rng([seed, epoch]).permutation(samples_per_epoch)
@@ -411,29 +421,29 @@ def aux_losses():
 @torch.no_grad()
 def estimate_loss():
     """
-    Mean loss (per target token, padding excluded) and accuracy on eval_iters fixed batches per split, or with
-    eval_full the whole val split: the stream in windows (eval.py), or in seed_lines mode the seed's val windows.
+    Mean loss (per target token, padding excluded) and accuracy on eval_iters fixed batches per split; with
+    eval_full, val is the whole split instead (eval.py): in consecutive windows ('stream'), or in the New-LLM seed's
+    line windows each from a zero context ('lines'). Data with <bos> lines gets both: val_windows picks the one
+    that selects best.pt, the other is recorded beside it.
     """
     out = {}
     model.eval()
     for split in ('train', 'val'):
-        if eval_full and split == 'val' and batch_mode == 'random':
-            m = split_metrics(evaluate_tokens(raw_model, val_data, block_size, batch_size, device, ctx),
-                              meta['splits'].get('val'))
-            out['val'] = {'loss': m['loss'], 'accuracy': m['accuracy']}
+        if eval_full and split == 'val':
+            for kind in val_kinds:
+                if kind == 'lines':
+                    r = evaluate_lines(raw_model, val_data, bos, pad_token, block_size, batch_size, device, ctx)
+                else:
+                    r = evaluate_tokens(raw_model, val_data, block_size, batch_size, device, ctx)
+                m = split_metrics(r, None)
+                out[f'val_{kind}'] = {'loss': m['loss'], 'accuracy': m['accuracy']}
+            out['val'] = out[f'val_{val_kinds[0]}']
             continue
-        if eval_full and split == 'val':  # the seed's metric: its val windows, each from a zero context
-            n_rows = len(val_windows[0])
-            batches = (data.windows_batch(val_data, val_windows, np.arange(r0, min(r0 + batch_size, n_rows)),
-                                          block_size, pad_token) for r0 in range(0, n_rows, batch_size))
-            batches = ((torch.from_numpy(x), torch.from_numpy(y)) for x, y in batches)
-        else:
-            batches = (get_batch(split, k, 0, purpose=1) for k in range(eval_iters))
         nll = count = correct = 0
-        for x, y in batches:
+        for k in range(eval_iters):
+            x, y = get_batch(split, k, 0, purpose=1)
             with ctx:
-                logits, _ = raw_model(x.to(device))
-            scores = score_logits(logits, y.to(device))
+                scores = score_batch(raw_model, x, y)
             nll, count, correct = nll + scores[0], count + scores[1], correct + scores[2]
         out[split] = {'loss': nll / max(count, 1), 'accuracy': correct / max(count, 1)}
     model.train()
@@ -489,9 +499,12 @@ def evaluate_and_checkpoint():
     history.append({'iter': iter_num, 'epoch': iter_num / iters_per_epoch, 'tokens': iter_num * tokens_per_iter,
                     'seconds': train_seconds, 'lr': get_lr(max(iter_num - 1, 0), train_seconds),
                     'train_loss': losses['train']['loss'], 'val_loss': val_loss, 'val_ppl': math.exp(val_loss),
-                    'val_accuracy': losses['val']['accuracy'], 'best': improved})
+                    'val_accuracy': losses['val']['accuracy'], 'best': improved,
+                    **{f'{k}_loss': v['loss'] for k, v in losses.items() if k.startswith('val_')}})
+    others = ''.join(f", {k[4:]} val ppl {math.exp(losses[f'val_{k[4:]}']['loss']):.2f}" for k in losses
+                     if k.startswith('val_') and k != f'val_{val_kinds[0]}')
     log(f"eval iter {iter_num}: train loss {losses['train']['loss']:.4f}, val loss {val_loss:.4f}, "
-        f"val ppl {math.exp(val_loss):.2f}, val acc {losses['val']['accuracy']:.3f}"
+        f"val ppl {math.exp(val_loss):.2f}, val acc {losses['val']['accuracy']:.3f}{others}"
         f"{' (best)' if improved else f' (no improvement for {evals_since_best})'}")
     if wandb_log and master_process:
         wandb.log({k: v for k, v in history[-1].items() if k != 'best'}, step=iter_num)

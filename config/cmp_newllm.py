@@ -1,24 +1,29 @@
-# Equal-budget comparison on WikiText-2 (gpt2 tokens) sized for a 2-core CPU: about 3.4M parameters each (most of
-# them the 50257-token embedding and head), the same wall-clock training budget (max_time):
-# config/cmp_gpt.py, config/cmp_newllm.py, config/cmp_resnetbk.py. New-LLM: 3,281,545 parameters.
+# The seeds' comparison (compare.py --task lm, issue 19): four models of 2.74M parameters +-3% on the New-LLM seed's
+# word-1000 WikiText-2, the same data, windows, optimizer and token budget; only learning_rate differs (compare.py's
+# probe sweep). dtype and device: train.py's 'auto', which compare.py decides once and passes to every run.
+# New-LLM: the seed's model unchanged, 2,739,432 parameters (the reference size).
 model_type = 'newllm'
-dataset = 'wikitext2-gpt2'
 out_dir = 'out-cmp-newllm'
-n_embd = 24
-n_hidden = 40
-n_context = 64
-n_layer = 3
+n_embd = 256
+n_hidden = 512
+n_context = 256
+n_layer = 6
+dataset = 'wikitext2-word1000'
+prepare_args = 'wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5'
+batch_mode = 'random'
+block_size = 63            # the New-LLM seed's 64-token windows
+batch_size = 128
 dropout = 0.1
-block_size = 128
-batch_size = 32
-learning_rate = 2e-3
-min_lr = 2e-4
-weight_decay = 0.1
+optimizer = 'adamw'
+learning_rate = 5e-3       # compare.py sets learning_rate and min_lr (= lr / 10) from its probe sweep
+min_lr = 5e-4
+weight_decay = 0.01
 beta2 = 0.99
-warmup_iters = 100
-max_iters = 0
-lr_decay_iters = 300       # cosine horizon (about the iterations of 300 s here); the run stops at max_time
-max_time = 300.0
-eval_interval = 100
-eval_iters = 20
-dtype = 'bfloat16'
+grad_clip = 1.0
+warmup_iters = 30
+decay_lr = True
+lr_decay_iters = 0         # cosine over the whole run
+max_iters = 620            # 5.0M tokens (compare.py --tokens sets it)
+eval_interval = 62
+eval_full = True           # whole val split at every evaluation
+eval_iters = 10            # train-loss estimate only

@@ -1,24 +1,30 @@
-# Equal-budget comparison on WikiText-2 (gpt2 tokens) sized for a 2-core CPU: about 3.4M parameters each (most of
-# them the 50257-token embedding and head), the same wall-clock training budget (max_time):
-# config/cmp_gpt.py, config/cmp_newllm.py, config/cmp_resnetbk.py. ResNet-BK: 3,339,241 parameters (causal BK-Core).
+# The seeds' comparison (compare.py --task lm, issue 19): four models of 2.74M parameters +-3% on the New-LLM seed's
+# word-1000 WikiText-2, the same data, windows, optimizer and token budget; only learning_rate differs (compare.py's
+# probe sweep). dtype and device: train.py's 'auto', which compare.py decides once and passes to every run.
+# ResNet-BK: causal BK-Core, n_embd 190, 4 layers of 4 experts (top-1), 2,720,494 parameters (-0.7%).
 model_type = 'resnetbk'
-dataset = 'wikitext2-gpt2'
 out_dir = 'out-cmp-resnetbk'
-n_embd = 32
+n_embd = 190
 n_layer = 4
 n_experts = 4
 top_k = 1
+bk_causal = True
+dataset = 'wikitext2-word1000'
+prepare_args = 'wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5'
+batch_mode = 'random'
+block_size = 63            # the New-LLM seed's 64-token windows
+batch_size = 128
 dropout = 0.1
-block_size = 128
-batch_size = 32
-learning_rate = 2e-3
+optimizer = 'adamw'
+learning_rate = 2e-3       # compare.py sets learning_rate and min_lr (= lr / 10) from its probe sweep
 min_lr = 2e-4
-weight_decay = 0.1
+weight_decay = 0.01
 beta2 = 0.99
-warmup_iters = 100
-max_iters = 0
-lr_decay_iters = 300       # cosine horizon (about the iterations of 300 s here); the run stops at max_time
-max_time = 300.0
-eval_interval = 100
-eval_iters = 20
-dtype = 'bfloat16'
+grad_clip = 1.0
+warmup_iters = 30
+decay_lr = True
+lr_decay_iters = 0         # cosine over the whole run
+max_iters = 620            # 5.0M tokens (compare.py --tokens sets it)
+eval_interval = 62
+eval_full = True           # whole val split at every evaluation
+eval_iters = 10            # train-loss estimate only

@@ -1,9 +1,9 @@
 # DailyDialog fine-tuning of the WikiText-2 GPT. Name it after the pretraining config, which sets the architecture:
-#   python train.py config/cmp_gpt.py config/dd_finetune_gpt.py                       # from out-cmp-gpt/best.pt
-#   python train.py config/cmp_gpt.py config/dd_finetune_gpt.py --init_from=scratch --out_dir=out-dd-gpt-scratch
+#   python train.py config/wt2_gpt.py config/dd_finetune_gpt.py                       # from out-wt2-gpt/best.pt
+#   python train.py config/wt2_gpt.py config/dd_finetune_gpt.py --init_from=scratch --out_dir=out-dd-gpt-scratch
 # Data (prepare_args defaults to `dailydialog` for dailydialog-gpt2; gpt2 tokens: turns joined by "\n", <|endoftext|> after each dialogue).
 dataset = 'dailydialog-gpt2'
-init_from = 'out-cmp-gpt/best.pt'
+init_from = 'out-wt2-gpt/best.pt'
 out_dir = 'out-dd-gpt'
 learning_rate = 5e-4       # a quarter of pretraining's
 min_lr = 5e-5

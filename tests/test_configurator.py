@@ -1,7 +1,6 @@
 """configurator.py: --help with the comments of the defaults block, one-line errors (closest key, type, config file)."""
 import dataclasses
 
-import pytest
 
 import configurator
 from helpers import run

@@ -1,4 +1,5 @@
 """eval.py: whole-split metrics against a naive loop, the unit formulas, carried state, context curves, INT8, errors."""
+import contextlib
 import dataclasses
 import json
 import re
@@ -235,3 +236,34 @@ def test_train_py_checkpoint_matches_its_final_evaluation(data, tmp_path):
     for k in ('loss', 'bits_per_byte', 'word_ppl', 'accuracy', 'tokens'):
         assert out['metrics'][k] == pytest.approx(final[k], rel=1e-6), k
     assert json.loads((tmp_path / 'eval.json').read_text())['metrics']['loss'] == out['metrics']['loss']
+
+
+def test_seed_line_metric_equals_a_window_by_window_loop(ckpts, data, tmp_path, capsys):
+    """evaluate_lines (--windows lines) against a naive reference: every <bos> line window alone, from a zero
+    context, loss averaged per scored token."""
+    lines = make_dataset(tmp_path / 'lines', lines=True)
+    model, meta = trained('newllm', lines, steps=3)
+    val = np.fromfile(lines / 'val.bin', dtype=np.uint16).astype(np.int64)
+    L = BLOCK + 1
+    nll, n, correct = 0.0, 0, 0
+    starts = [i for i, t in enumerate(val) if t == 2] + [len(val)]
+    for s, e in zip(starts[:-1], starts[1:]):
+        seg = val[s:e]
+        cuts = [seg] if len(seg) <= L else [seg[i:i + L] for i in range(0, len(seg) - L + 1, L // 2)]
+        for w in cuts:
+            with torch.no_grad():
+                logits, _ = model(torch.tensor(w[None, :-1]))
+            y = torch.tensor(w[None, 1:])
+            nll += F.cross_entropy(logits[0], y[0], reduction='sum').item()
+            n += len(w) - 1
+            correct += int((logits[0].argmax(-1) == y[0]).sum())
+    r = ev.evaluate_lines(model, val, 2, 0, BLOCK, 5, 'cpu', contextlib.nullcontext())
+    assert r['targets'] == n and r['correct'] == correct
+    assert r['nll_sum'] == pytest.approx(nll, rel=1e-5)
+    ckpt = tmp_path / 'nl.pt'
+    torch.save({'model': model.state_dict(), 'model_type': 'newllm', 'model_args': dataclasses.asdict(model.config),
+                'meta': meta, 'config': {'dataset': str(lines), 'block_size': BLOCK}}, ckpt)
+    out = ev.main(['--ckpt', str(ckpt), '--windows', 'lines', '--dtype', 'float32', '--batch_size', '7'])
+    assert out['metrics']['loss'] == pytest.approx(nll / n, rel=1e-5) and out['windows'] > 0
+    assert 'bits_per_byte' not in out['metrics']   # overlapping windows: no per-byte figure
+    assert out['unk']['token_rate'] == float((val[1:] == 1).mean())

@@ -1,7 +1,6 @@
 """optim.py: which parameters each optimizer gets, Muon's FLOPs against torch's counter, and Muon learning."""
 import pytest
 import torch
-import torch.nn.functional as F
 
 import checkpoint as ckpt_io
 import optim

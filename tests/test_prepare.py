@@ -56,7 +56,7 @@ def test_gpt2_round_trip_meta_counts_and_missing_split(wiki_raw, tmp_path, monke
         assert bins[split].tolist() == enc.encode_ordinary(text)  # same as tiktoken on the whole text
         assert enc.decode(bins[split]) == text
         assert meta["splits"][split] == {"tokens": len(bins[split]), "bytes": len(text.encode("utf-8")),
-                                         "words": len(text.split())}
+                                         "words": len(text.split()), "unk_bytes": 0}
     assert meta["tokenizer"] == "gpt2" and meta["vocab_size"] == 50257 and meta["eot_token"] == 50256
     assert meta["special_tokens"] == {"<|endoftext|>": 50256} and meta["pad_token"] is None
     assert meta["line_format"] == "concat" and meta["lowercase"] is False and "words" not in meta
@@ -100,7 +100,9 @@ def test_word_newllm_setup_order_lowercase_specials_unk(wiki_raw, tmp_path):
             expect += [2] + [stoi.get(w, 1) for w in ln.lower().split()] + [3]
         assert bins[split].tolist() == expect
         assert meta["splits"][split] == {"tokens": len(expect), "bytes": sum(len(ln.encode()) + 1 for ln in kept),
-                                         "words": sum(len(ln.split()) for ln in kept)}
+                                         "words": sum(len(ln.split()) for ln in kept),
+                                         "unk_bytes": sum(len(w.encode()) for ln in kept for w in ln.lower().split()
+                                                          if w not in stoi)}
     # "Two words" (2 words) and the blank lines are dropped; 'unknownword' is <unk>
     assert bins["val"].tolist()[:6] == [2, stoi["="], 1, stoi["="], 3, 2]
     tok = load_tokenizer(meta)
@@ -121,7 +123,8 @@ def test_word_resnetbk_setup_case_sensitive_concat(wiki_raw, tmp_path):
     stoi = {w: i for i, w in enumerate(meta["words"])}
     assert bins["train"].tolist() == [stoi.get(w, 0) for w in WIKI_TRAIN.split()]  # no separators at all
     assert meta["splits"]["train"] == {"tokens": len(WIKI_TRAIN.split()), "bytes": len(WIKI_TRAIN.encode()),
-                                       "words": len(WIKI_TRAIN.split())}
+                                       "words": len(WIKI_TRAIN.split()),
+                                       "unk_bytes": sum(len(w.encode()) for w in WIKI_TRAIN.split() if w not in stoi)}
 
 
 def make_dailydialog(raw):
@@ -150,7 +153,7 @@ def test_dailydialog_gpt2_from_zip(tmp_path, capsys):
         expect = [t for text in texts for t in enc.encode_ordinary(text) + [50256]]
         assert bins[split].tolist() == expect
         assert meta["splits"][split] == {"tokens": len(expect), "bytes": sum(len(t.encode()) for t in texts),
-                                         "words": sum(len(t.split()) for t in texts)}
+                                         "words": sum(len(t.split()) for t in texts), "unk_bytes": 0}
     assert enc.decode(bins["train"]).startswith("Hello , Jim !\nHow are you ?\nFine , thanks .<|endoftext|>The game")
     assert meta["line_format"] == "dialog" and meta["turn_separator"] == "\n" and meta["eot_token"] == 50256
 
@@ -276,6 +279,8 @@ def test_datasets_path_dailydialog(tmp_path, monkeypatch):
     assert calls == [("OpenRL/daily_dialog", None, None)]
     (m_on, b_on), (m_off, b_off) = load(online), load(offline)
     assert all(np.array_equal(b_on[s], b_off[s]) for s in ("train", "val"))
+    assert all(m_on["splits"][s] == m_off["splits"][s] for s in ("train", "val"))  # bytes and words counted alike
+    assert m_on["source"] == "datasets" and m_off["source"].startswith("raw_dir ")
     assert GPT2Tokenizer().decode(b_on["test"]) == "Only one turn .<|endoftext|>"
 
 
@@ -346,6 +351,9 @@ def test_real_wikitext2(shared_data, tmp_path):
                         "--num_proc", "2"])
     meta, bins = load(out)
     assert seed_windows(bins["train"]) == 51_026 and seed_windows(bins["val"]) == 5_272
+    import data  # train.py's and eval.py's line windows give the seed's counts too
+    assert len(data.line_windows(bins["train"], 64, 2)[0]) == 51_026
+    assert len(data.line_windows(bins["val"], 64, 2)[0]) == 5_272
     assert meta["words"][:8] == ["<pad>", "<unk>", "<bos>", "<eos>", "the", ",", ".", "of"]
     assert meta["vocab_size"] == 1000
     # words seen 209 times straddle the vocabulary's edge: the first seen ('self', 'intended') are in

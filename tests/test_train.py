@@ -285,7 +285,7 @@ def test_resume_is_exact_off_the_eval_grid(case, tmp_path):
 
 
 def test_sigterm_saves_ckpt_and_resume_is_exact(data, tmp_path):
-    import signal, subprocess, sys, time
+    import signal, subprocess, sys
     from helpers import ROOT
     common = TINY_GPT + [f'--dataset={data}', '--dropout=0.1', '--eval_interval=50', '--lr_decay_iters=60']
     a = run('train.py', *common, f'--out_dir={tmp_path}/a', '--max_iters=60')
