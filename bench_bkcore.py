@@ -1,5 +1,5 @@
 """
-Speed of the BK-Core alone and of a full ResNet-BK training step: the seed's implementation (seed_reference.py)
+Speed of the BK-Core alone and of a full ResNet-BK training step: the seed's implementation (seeds/resnetbk.py)
 against ours (model_resnetbk.py), on this machine, in one run.
 
     python bench_bkcore.py                        # core at B=16, N=128/512/2048 + training step at the seed setting
@@ -15,7 +15,7 @@ Core: forward + backward of v (B, N) -> features [Re G, Im G] (B, N, 2) with a r
   c/analytic       the sequential loops as a C kernel (bk_kernel.py; bk_scan='auto' on a CPU), CPU only
 Step: forward, cross-entropy, backward, clip_grad_norm(0.5), AdamW at vocab 30000, batch 16, 128 positions,
   n_embd 64, 4 layers, 4 experts top-1 (4,146,120 parameters), as the seed's WikiText-103 run:
-  seed        seed_reference.SeedResNetBK (non-causal theta/phi BK, its MoE loop)
+  seed        seeds.resnetbk.SeedResNetBK (non-causal theta/phi BK, its MoE loop)
   ours        ResNetBK at its defaults (causal, bk_grad='analytic', bk_scan='auto' = the C kernel, the loss
               by LinearCrossEntropy, AdamW fused as in train.py), and with bk_grad='autograd' (the chunked form) or
               under bf16 autocast (mixed_precision: the seed's use_mixed_precision, train.py's dtype='bfloat16').
@@ -31,7 +31,7 @@ import time
 import torch
 
 import model_resnetbk as bk
-import seed_reference as seed
+import seeds.resnetbk as seed
 
 
 def core_variants(B, N, device):

@@ -18,46 +18,10 @@ import platform
 import time
 
 import torch
-import torch.nn as nn
 from torch.nn import functional as F
 
 from model_newllm import NewLLM, NewLLMConfig
-
-
-class SeedNewLLM(nn.Module):
-    """The seed's model as it was written: per step a concat, an nn.Sequential MLP over E+C inputs, the vocabulary
-    projection and three separate context heads. Same math and parameter count as NewLLM."""
-
-    def __init__(self, config):
-        super().__init__()
-        E, C, H, L = config.n_embd, config.n_context, config.n_hidden, config.n_layer
-        self.token_embedding = nn.Embedding(config.vocab_size, E)
-        layers = []
-        for i in range(L):
-            layers += [nn.Linear(E + C if i == 0 else H, H), nn.ReLU(), nn.Dropout(config.dropout)]
-        self.fnn = nn.Sequential(*layers)
-        self.token_output = nn.Linear(H, config.vocab_size)
-        self.forget_gate = nn.Linear(H, C)
-        self.input_gate = nn.Linear(H, C)
-        self.context_update = nn.Linear(H, C)
-        self.context_norm = nn.LayerNorm(C)
-        self.context_dim = C
-
-    def forward(self, input_ids):
-        B, T = input_ids.shape
-        token_embeds = self.token_embedding(input_ids)
-        context = torch.zeros(B, self.context_dim, device=input_ids.device)
-        logits_list = []
-        for t in range(T):
-            fnn_input = torch.cat([token_embeds[:, t, :], context], dim=-1)
-            hidden = self.fnn(fnn_input)
-            logits_list.append(self.token_output(hidden))
-            forget = torch.sigmoid(self.forget_gate(hidden))
-            inp = torch.sigmoid(self.input_gate(hidden))
-            delta = self.context_update(hidden)
-            context = self.context_norm(forget * context + inp * delta)
-            context = torch.clamp(context, -10.0, 10.0)
-        return torch.stack(logits_list, dim=1)
+from seeds.newllm import SeedNewLLM
 
 
 def make_step(model, batch_size, seq_len, vocab_size, dtype):

@@ -38,7 +38,7 @@ Convention 'exact' (the default). B batch, T sequence length, M = B*T positions.
   (sqrt, bias correction, eps), update 3 = 13; AdamW's decoupled weight decay +1 on the parameters train.py decays
   (>= 2-D); gradient clipping +3 (square, sum, scale) when it is on.
 
-Convention 'seed' (ResNet-BK only, the seed's flags off) is the seed's own formula (../shared/SEEDS.md §2), with
+Convention 'seed' (ResNet-BK only, the seed's flags off) is the seed's own formula (the one its code reported), with
 T = B*N tokens: forward: embedding T*D; per layer LayerNorm 5TD, gating 2TDE, softmax 3TE, experts TK(8D^2 + 2D),
 BK-Core 34T, output projection 4TD; final LayerNorm 5TD; lm_head 2TDV. Not counted: v_proj, residual adds, loss.
 Backward: the Linear/MoE terms 2x, LayerNorm and embedding 1x, BK-Core 26T. Optimizer: 15 per parameter.

@@ -1,6 +1,7 @@
 """
 New-LLM: a language model without attention. One context vector c (C floats per sequence) is carried from token to
-token; it is the whole memory of the model. Exactly the seed's math (../shared/SEEDS.md §1), computed fast.
+token; it is the whole memory of the model. Exactly the seed's math (its code re-stated: seeds/newllm.py), computed
+fast.
 
 Shapes: B batch, T time, E = n_embd, C = n_context, H = n_hidden, L = n_layer, V = vocab_size.
 

@@ -21,14 +21,16 @@ BK-Core. With s_i = a_i - z on the diagonal and 1 on both off-diagonals:
   every v_j, so position i sees the tokens after it (its own target included). Computed stably as
   G_ii = 1 / (s_i - gL_{i-1} - gR_{i+1}), gL the causal recurrence from the left, gR the same from the right.
 
-This is the seed model of ../shared/SEEDS.md §2 (4,146,120 parameters at its config) with its bugs fixed: causal by
-default, exact gradients, a router that learns, any length <= block_size, and its optimisation flags made real.
+This is the ResNet-BK seed's model (4,146,120 parameters at its config) with its bugs fixed (seeds/README.md):
+causal by default, exact gradients, a router that learns, any length <= block_size, and its optimisation flags made
+real.
 
 Reproduction only. Three options bring back one seed bug each; they exist to rerun the seed, not to train with:
     bk_causal=False   the full resolvent diagonal: position i depends on every token after it, its own target
-                      included, so the training loss reads the answer (SEEDS.md bug 1)
+                      included, so the training loss reads the answer (seeds/README.md, bug 1)
     bk_grad='seed'    the seed's BK-Core backward: diagonal terms only, the wrong conjugate and an ad-hoc blended
-                      inverse term, far from the true gradient (bug 3)
+                      inverse term, far from the true gradient (bug 3); the seed's code in seeds/resnetbk.py
+                      borrows this backward (BKSeedBackward), so its formula is written once, here
     router='seed'     the gate is a softmax over the chosen logits only, exactly 1 at top_k=1, so the router gets
                       no gradient and never learns; no balance loss either, the seed had none (bug 4)
 """
@@ -290,7 +292,7 @@ def bk_full_diagonal(s, causal_fn):
     The full (non-causal) resolvent diagonal G_ii = [(H - zI)^-1]_{ii} of the seed, computed stably:
         G_ii = 1 / (s_i - gL_{i-1} - gR_{i+1}),   gL = causal recurrence left-to-right, gR = right-to-left,
     gL_{-1} = gR_N = 0 (Schur complement of the two sides of position i). The seed's theta/phi determinant
-    products (seed_reference.py) give the same values but overflow complex128 for N >= ~1000.
+    products (seeds/resnetbk.py) give the same values but overflow complex128 for N >= ~1000.
     s (B, N) complex; causal_fn(s) -> g (B, N), one of the causal recurrences (sets the gradient path).
     """
     gL = causal_fn(s)
@@ -308,7 +310,7 @@ class BKSeedBackward(torch.autograd.Function):
         hypothesis7 = -Re(gG / g2s),  g2s = g^2 rescaled to magnitude 1e-3 where |g^2| < 1e-3, then + 1e-6
         grad_v = 0.5 * theoretical + 0.5 * hypothesis7, non-finite -> 0, clamped to [-1000, 1000]
     It drops every off-diagonal term dG_ii/dv_j (j != i), conjugates wrongly and blends in an ad-hoc inverse
-    term; its cosine similarity to the true gradient is 0.29-0.45 (SEEDS.md bug 3).
+    term; its cosine similarity to the true gradient is 0.29-0.45 (seeds/README.md, bug 3).
     apply(v, compute): returns g (B, N) complex.
     """
 

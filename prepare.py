@@ -33,7 +33,7 @@ train words (ties in first-seen order), K ids in all; unknown words -> <unk>. Sp
 `<eos>`=3 for bos_eos and dialog, `<unk>`=0 alone for concat. The counts cover the whole train text (every line),
 whatever the line format keeps. --vocab_from PATH/meta.json reuses another dataset's word list (and its lowercasing).
 
-The two seed setups (../shared/SEEDS.md), reproduced exactly:
+The two seed setups (seeds/README.md), reproduced exactly:
 - New-LLM:   python prepare.py wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos
              --min_line_words 5                                                          -> data/wikitext2-word1000
   (the seed skipped lines of fewer than 5 words; cut as the seed did, 64-token windows at stride 32, this stream

@@ -1,4 +1,4 @@
-# The ResNet-BK seed's WikiText-103 experiment (../shared/SEEDS.md §2; seed PPL 982.11, a training PPL with misaligned
+# The ResNet-BK seed's WikiText-103 experiment (seeds/README.md; seed PPL 982.11, a training PPL with misaligned
 # targets), rerun correctly: causal BK-Core, exact gradients, a learning router, targets aligned, whole-split val.
 # 4,146,120 parameters. Data: prepare_args below
 # (case-sensitive whitespace words, <unk> + 29,999 most common, lines concatenated). Compare with

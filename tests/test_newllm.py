@@ -1,36 +1,24 @@
-"""New-LLM: the fast model against a naive per-token loop written from SEEDS.md §1, its init, dropout masks and float32
-context (the interface shared by every model is in test_models.py)."""
+"""New-LLM: the fast model against the seed's per-token loop (seeds/newllm.py) holding the same weights, its init,
+dropout masks and float32 context (the interface shared by every model is in test_models.py)."""
 import torch
 from torch.nn import functional as F
 
 from model_newllm import NewLLM, NewLLMConfig, dropout_keep
+from seeds.newllm import SeedNewLLM, from_newllm, to_newllm
 
 TINY = dict(vocab_size=37, n_embd=12, n_hidden=20, n_context=8, n_layer=3, block_size=16)
 
 
-def naive_forward(model, idx, c=None, masks=None):
-    """The seed's loop, literally: per token concat(Emb(x_t), c_t), L x Linear-ReLU-Dropout, logits, three separate
-    heads (sliced out of the fused one), c = clamp(LayerNorm(f * c + i * d), -10, 10). Dropout: masks (L, T, B, H)
-    of 0/1 and p = model.config.dropout, or none. Returns logits (B, T, V) and the last context (B, C)."""
-    C, p = model.config.n_context, model.config.dropout
-    Wh, bh = model.context_head.weight, model.context_head.bias
-    heads = [(Wh[k * C:(k + 1) * C], bh[k * C:(k + 1) * C]) for k in range(3)]  # forget, input, update
-    emb = model.wte(idx)
-    if c is None:
-        c = torch.zeros(idx.size(0), C, dtype=emb.dtype)
-    logits = []
-    for t in range(idx.size(1)):
-        h = torch.cat([emb[:, t], c], dim=-1)
-        for l, layer in enumerate(model.mlp):
-            h = F.relu(F.linear(h, layer.weight, layer.bias))
-            if masks is not None:
-                h = h * masks[l, t] / (1 - p)
-        logits.append(F.linear(h, model.lm_head.weight, model.lm_head.bias))
-        f = torch.sigmoid(F.linear(h, *heads[0]))
-        i = torch.sigmoid(F.linear(h, *heads[1]))
-        d = F.linear(h, *heads[2])
-        c = torch.clamp(F.layer_norm(f * c + i * d, (C,), model.ln_c.weight, model.ln_c.bias), -10, 10)
-    return torch.stack(logits, dim=1), c
+def seed_twin(model):
+    """The seed's code (seeds/newllm.py) holding model's weights, in model's dtype and train/eval mode."""
+    ref = SeedNewLLM(model.config).to(model.wte.weight.dtype)
+    ref.load_state_dict(from_newllm(model.state_dict()))
+    return ref.train(model.training)
+
+
+def seed_grads(ref):
+    """The gradients of the seed twin's parameters, by NewLLM's parameter names."""
+    return to_newllm({n: p.grad for n, p in ref.named_parameters()})
 
 
 def tiny_model(seed=0, **kw):
@@ -63,23 +51,23 @@ def test_init_is_seed_init():
             assert abs(p.std().item() - 0.02) < 0.002 and abs(p.mean().item()) < 0.002, n
 
 
-def test_matches_naive_loop_logits_and_gradients():
+def test_matches_seed_loop_logits_and_gradients():
     model = tiny_model()
     idx = torch.randint(0, 37, (3, 11))
     targets = torch.randint(0, 37, (3, 11))
+    ref = seed_twin(model)
     fast, loss_fast = model(idx, targets)
     assert (model.forward_state(idx)[1].abs() == 10).any()  # the clamp is exercised
-    slow, _ = naive_forward(model, idx)
+    slow, _ = ref(idx)
     assert (fast - slow).abs().max().item() < 1e-5
     loss_fast.backward()
-    g_fast = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
     F.cross_entropy(slow.view(-1, 37), targets.view(-1)).backward()
+    g_slow = seed_grads(ref)
     for n, p in model.named_parameters():
-        torch.testing.assert_close(g_fast[n], p.grad, rtol=1e-4, atol=1e-6, msg=n)
+        torch.testing.assert_close(p.grad, g_slow[n], rtol=1e-4, atol=1e-6, msg=n)
 
 
-def test_dropout_matches_naive_loop_with_the_same_masks():
+def test_dropout_matches_seed_loop_with_the_same_masks():
     model = tiny_model(dropout=0.3).train().double()  # float64: the comparison is exact up to rounding
     idx = torch.randint(0, 37, (3, 9))
     targets = torch.randint(0, 37, (3, 9))
@@ -88,14 +76,14 @@ def test_dropout_matches_naive_loop_with_the_same_masks():
     torch.manual_seed(5)  # the model draws all its masks at once, (L, T, B, H), right after the embedding
     masks = dropout_keep((3, 9, 3, 20), 0.3, 'cpu').double()
     assert 0.2 < 1 - masks.mean() < 0.4
-    slow, _ = naive_forward(model, idx, masks=masks)
+    ref = seed_twin(model)
+    slow, _ = ref(idx, masks=masks)
     torch.testing.assert_close(fast, slow, rtol=1e-9, atol=1e-9)
     F.cross_entropy(fast.view(-1, 37), targets.view(-1)).backward()  # in float64, unlike model's loss
-    g_fast = {n: p.grad.clone() for n, p in model.named_parameters()}
-    model.zero_grad()
     F.cross_entropy(slow.view(-1, 37), targets.view(-1)).backward()
+    g_slow = seed_grads(ref)
     for n, p in model.named_parameters():
-        torch.testing.assert_close(g_fast[n], p.grad, rtol=1e-9, atol=1e-12, msg=n)
+        torch.testing.assert_close(p.grad, g_slow[n], rtol=1e-9, atol=1e-12, msg=n)
 
 
 def test_backward_through_the_state_float64():
@@ -104,15 +92,17 @@ def test_backward_through_the_state_float64():
     idx = torch.randint(0, 37, (2, 10))
     c0 = torch.randn(2, 8, dtype=torch.float64, requires_grad=True)
     w_logits, w_c = torch.randn(2, 10, 37, dtype=torch.float64), torch.randn(2, 8, dtype=torch.float64)
+    ref = seed_twin(model)
     grads = []
-    for run in (lambda: model.forward_state(idx, c0), lambda: naive_forward(model, idx, c0)):
-        model.zero_grad()
+    for run, named_grads in ((model.forward_state, lambda: {n: p.grad for n, p in model.named_parameters()}),
+                             (ref, lambda: seed_grads(ref))):
         c0.grad = None
-        logits, c = run()
+        logits, c = run(idx, c0)
         ((logits * w_logits).sum() + (c * w_c).sum()).backward()
-        grads.append([c0.grad.clone()] + [p.grad.clone() for p in model.parameters()])
-    for a, b in zip(*grads):
-        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+        grads.append(dict(named_grads(), c0=c0.grad.clone()))
+    assert grads[0].keys() == grads[1].keys()
+    for n in grads[0]:
+        torch.testing.assert_close(grads[0][n], grads[1][n], rtol=1e-9, atol=1e-12, msg=n)
 
 
 def test_dropout_keep_rate():

@@ -9,7 +9,7 @@ import torch
 
 import bk_kernel
 import model_resnetbk as bk
-import seed_reference as seed
+import seeds.resnetbk as seed
 
 SCANS = ('sequential', 'parallel', 'chunked')
 HAS_CC = shutil.which(shlex.split(os.environ.get('CC', 'cc'))[0]) is not None    # bk_kernel.py's compiler
@@ -154,13 +154,15 @@ def test_analytic_equals_autograd_and_seed_does_not(causal):
     for scan in SCANS:
         assert (grad_of('analytic', scan) - ref).abs().max() < 1e-10
         assert (grad_of('autograd', scan) - ref).abs().max() < 1e-10
-    # the seed's blended diagonal backward is far from the true gradient (SEEDS.md bug 3)
+    # the seed's blended diagonal backward is far from the true gradient (seeds/README.md, bug 3)
     gs = grad_of('seed')
     cos = torch.nn.functional.cosine_similarity(gs.flatten(), ref.flatten(), dim=0)
     assert cos < 0.8
 
 
 def test_seed_backward_matches_seed_reference():
+    """bk_grad='seed' on the stable full diagonal == the seed's theta/phi forward under the same backward (written once,
+    in BKSeedBackward): the values the backward reads agree, and the [Re g, Im g] features carry the same gradient."""
     v = rand_v(2, 128, dtype=torch.float32).requires_grad_()
     w = torch.randn(2, 128, 2)
     g = bk.bk_core(v, causal=False, grad='seed')
@@ -294,7 +296,7 @@ def test_param_count_seed_config():
 
 
 def test_seed_mode_equals_seed_reference():
-    """Non-causal + seed backward + seed router == the seed's code (theta/phi, its Function, its MoE loop)."""
+    """Non-causal + seed backward + seed router == the seed's code (theta/phi, its backward, its MoE loop)."""
     ours = small(block_size=32, bk_causal=False, bk_grad='seed', router='seed', balance_loss=0.0)
     ref = seed.SeedResNetBK(vocab_size=97, block_size=32, n_embd=16, n_layer=2, dropout=0.0)
     ref.load_state_dict(ours.state_dict())

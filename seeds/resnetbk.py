@@ -1,25 +1,28 @@
 """
-Faithful re-implementations of the ResNet-BK seed's code (../shared/SEEDS.md §2), used only by benchmarks and tests
-as the reference to compare against. Not for training: it is slow, non-causal, overflows for long sequences and its
-backward is wrong (SEEDS.md bugs 1, 3, 4, 5). model_resnetbk.py is the real implementation.
+The ResNet-BK seed's code re-stated faithfully: the reference that tests/test_resnetbk.py and bench/bkcore.py
+compare model_resnetbk.py against. Not for training: it is slow, sees future tokens, overflows for long sequences and
+trains with a wrong BK gradient (seeds/README.md, bugs 1, 3, 4, 5). model_resnetbk.py is the real implementation.
 
-What is reproduced, as the seed's code does it:
+What is re-stated, as the seed's code does it:
 - seed_bk_diag: the theta/phi determinant recurrences of one sequence in complex128 with Python lists of 0-d
   tensors, G_ii = theta_i phi_i / (det + 1e-18), non-finite values set to 0, magnitudes above 50 scaled to 50,
   result cast to complex64;
 - torch.func.vmap of it over the batch;
-- SeedBKCoreFunction: that forward with the seed's blended "hybrid analytic" backward (the same formula as
-  model_resnetbk.BKSeedBackward), which is what the seed trained with;
+- seed_bk_features: that forward with the seed's blended "hybrid analytic" backward, which is what the seed trained
+  with. The backward's formula lives once, in model_resnetbk.BKSeedBackward (the model's bk_grad='seed'), so that
+  the model file shows every option it offers; this file borrows it;
 - SeedResNetBK: the seed's model (exactly n_seq positions, MoE with a per-expert dispatch loop and a softmax over
   the chosen top-k logits, the BK features computed from the MoE output). Its parameters have the same names and
   shapes as model_resnetbk.ResNetBK at the seed config, so the same state_dict loads into both.
 
-Run `python seed_reference.py` to see theta/phi overflow: the fraction of zero G at growing N.
+    python -m seeds.resnetbk      # theta/phi overflow: the fraction of zero G at growing N
 """
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import vmap
+
+import model_resnetbk as bk
 
 
 def seed_bk_diag(a, b, c, z):
@@ -55,34 +58,13 @@ def seed_bk_diag(a, b, c, z):
 seed_bk_diag_batched = vmap(seed_bk_diag, in_dims=(0, 0, 0, None), out_dims=0)
 
 
-class SeedBKCoreFunction(torch.autograd.Function):
-    """The seed's BK-Core: vmapped theta/phi forward, blended diagonal backward.
-    apply(he_diag (B,N), h0_super (B,N-1), h0_sub (B,N-1), z) -> features (B, N, 2) float32 [Re G, Im G]."""
-
-    @staticmethod
-    def forward(ctx, he_diag, h0_super, h0_sub, z):
-        g = seed_bk_diag_batched(he_diag, h0_super, h0_sub, z)
-        ctx.save_for_backward(g)
-        return torch.stack([g.real, g.imag], -1).to(torch.float32)
-
-    @staticmethod
-    def backward(ctx, grad_features):
-        (g,) = ctx.saved_tensors
-        grad_g = torch.complex(grad_features[..., 0], grad_features[..., 1])
-        g2 = g * g
-        mag = g2.abs()
-        g2s = torch.where(mag < 1e-3, g2 / (mag + 1e-9) * 1e-3, g2)
-        grad_v = 0.5 * (-(grad_g * g2).real) + 0.5 * (-(grad_g / (g2s + 1e-6)).real)
-        grad_v = torch.where(torch.isfinite(grad_v), grad_v, torch.zeros_like(grad_v)).clamp(-1000.0, 1000.0)
-        return grad_v.to(torch.float32), None, None, None
-
-
 def seed_bk_features(v):
-    """The seed layer's BK step: v (B, N) clamped potential -> features (B, N, 2), through SeedBKCoreFunction."""
+    """The seed layer's BK step: v (B, N) clamped potential -> features (B, N, 2) float32 [Re G, Im G]; forward
+    G = seed_bk_diag of the diagonal -2 + v, off-diagonals 1, z = 1j; backward the seed's (BKSeedBackward)."""
     B, N = v.shape
-    he_diag = torch.full((B, N), -2.0, device=v.device) + v
     off = torch.ones(B, N - 1, device=v.device)
-    return SeedBKCoreFunction.apply(he_diag, off, off, torch.tensor(1j, dtype=torch.complex64, device=v.device))
+    z = torch.tensor(1j, dtype=torch.complex64, device=v.device)
+    return torch.view_as_real(bk.BKSeedBackward.apply(v, lambda v_: seed_bk_diag_batched(v_ - 2.0, off, off, z)))
 
 
 class SeedMoE(nn.Module):
@@ -159,7 +141,6 @@ class SeedResNetBK(nn.Module):
 
 if __name__ == '__main__':
     # theta/phi overflow: the seed's G is all zeros at long N, while the stable form stays exact
-    import model_resnetbk as bk
     torch.manual_seed(0)
     print(f"{'N':>6} {'|theta_N|':>12} {'seed G == 0':>12} {'max |seed - exact|':>20}")
     for N in (128, 512, 1024, 2048, 4096):
