@@ -41,7 +41,7 @@ from linear_ce import linear_cross_entropy
 @dataclass
 class LSTMConfig:
     vocab_size: int = 1000
-    block_size: int = 63      # training window length only (train.py and bench.py set it); any T runs
+    block_size: int = 63      # training window length only (train.py and bench/lengths.py set it); any T runs
     n_embd: int = 384         # E, token embedding
     n_hidden: int = 384       # H, LSTM state width
     n_layer: int = 2          # L, stacked LSTM layers

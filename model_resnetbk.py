@@ -52,7 +52,7 @@ BK_Z = 1j  # the spectral shift z of the seed; |g| <= 1/Im z keeps every value b
 # ----------------------------------------------------------------------------------------------------------------
 # BK-Core: the causal recurrence three ways (sequential loop, log-depth scan, two-level chunks; the loop also in C),
 # its exact O(N) backward, the seed's non-causal full diagonal, and the seed's (wrong) backward for reproduction.
-# bk_core picks the form (bk_scan='auto'); bench_bkcore.py times them, results/ and the README hold the numbers.
+# bk_core picks the form (bk_scan='auto'); bench/bkcore.py times them, results/ holds the numbers.
 
 def bk_causal_sequential(s, g0=None, keep=None):
     """
@@ -347,7 +347,7 @@ def bk_core(v, causal=True, grad='analytic', scan='auto', g0=None, keep=None, z=
       'chunked' (~3 sqrt(N) steps, O(N) work), 'c' (the sequential loops as a C kernel, bk_kernel.py; CPU only,
       no autograd graph). 'auto' on a CPU = 'c' when the kernel builds (a C compiler is present) and grad is not
       'autograd', else 'chunked'; on a GPU 'chunked' below N = 1024 and 'parallel' from there (the fastest forms in
-      bench_bkcore.py; its numbers are in results/ and the README).
+      bench/bkcore.py; its numbers are in results/).
     g0 (B,) complex, keep (B, N) bool: carried state and skip mask of the causal chain (see bk_causal_sequential).
     returns g (B, N) complex.
     """

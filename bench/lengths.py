@@ -1,10 +1,10 @@
 """
 Speed and memory of the three models as the sequence length T grows: a training step, and generation per token.
 
-    python bench.py                              # CPU, 1 thread, T = 64 .. 8192 (~ a few minutes on 2 cores)
-    python bench.py --device cuda                # on a GPU
-    python bench.py --threads 2 --lengths 64,256,1024 --out results/bench_small
-    python bench.py --quick                      # a tiny sweep (tests)
+    python bench/lengths.py                      # CPU, 1 thread, T = 64 .. 8192
+    python bench/lengths.py --device cuda        # on a GPU
+    python bench/lengths.py --threads 2 --lengths 64,256,1024 --out results/bench_small
+    python bench/lengths.py --quick              # a tiny sweep (tests)
 
 Models, at comparable parameter counts (vocab 1000 like the New-LLM seed; printed at the start):
     gpt       n_layer 4, n_head 4, n_embd 128, block_size = T       921,344 params + 128 T position table
@@ -16,12 +16,14 @@ Models, at comparable parameter counts (vocab 1000 like the New-LLM seed; printe
 GPT's and ResNet-BK's block_size is set to T (their learned position tables grow with it; their other weights do
 not). Dropout 0. A registered model without an entry in CONFIGS runs at its config's defaults.
 
-What is measured, for each (model, T), in a new process (so one measurement cannot hide another's memory):
-    train     one optimizer step on a batch (--batch_size, T) of random tokens: forward, backward, AdamW step.
+What is measured, for each (model, T), in a new process (so one measurement cannot hide another's memory), timed
+by bench/timing.py (medians of wall and CPU time):
+    train     one training step as train.py runs it on a batch (--batch_size, T) of random tokens: the model's fused
+              training loss model(x, y) in train mode, backward, gradient clipping at 1, fused AdamW (optim.build).
               time = median of --repeats steps after one warm-up step at T.
     generate  the model's state for T - n tokens is built first (forward_state in chunks of 256, no grad, not
               timed), then n = --gen_tokens tokens are generated one at a time with forward_state (greedy, batch 1),
-              so the last one is token T. time = the median of the n per-token times (robust to a busy machine).
+              so the last one is token T. time = the median of the n per-token times.
               GPT attends to a key/value cache of up to T positions (and copies it to append each token: O(T) per
               token); New-LLM and causal ResNet-BK carry a fixed-size state.
 Peak memory, in MB (2^20 bytes), is the growth above what the process held before the measurement:
@@ -41,7 +43,6 @@ Writes OUT.json (every measurement, configs, parameter counts, exponents) and OU
 import argparse
 import json
 import os
-import platform
 import resource
 import sys
 import time
@@ -49,7 +50,12 @@ import time
 import numpy as np
 import torch
 
-import checkpoint as ckpt_io
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import checkpoint as ckpt_io  # noqa: E402
+import hardware  # noqa: E402
+import optim  # noqa: E402
+from bench import timing  # noqa: E402
+from cli import fail  # noqa: E402
 
 VOCAB = 1000
 CONFIGS = {
@@ -120,70 +126,66 @@ def peak_bytes():
 
 def worker(spec):
     """spec: {model, config, T, what ('train'|'generate'), device, threads, batch_size, repeats, gen_tokens}
-    -> {'seconds' (per step or per generated token), 'peak_mb' (above the baseline), 'process_peak_mb'}."""
+    -> {'seconds', 'cpu_seconds' (medians per step or per generated token), 'peak_mb' (above the baseline),
+    'process_peak_mb'}."""
     torch.set_num_threads(spec['threads'])
     torch.manual_seed(0)
     device, T = spec['device'], spec['T']
     cuda = device.startswith('cuda')
     model = build(spec['model'], spec['config'], T).to(device)
 
-    def sync():
-        if cuda:
-            torch.cuda.synchronize()
-
     if spec['what'] == 'train':
         model.train()
-        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+        # train.py's defaults: AdamW (fused where it can be), lr 6e-4, weight decay 0.1, betas (0.9, 0.95), clip 1
+        opts = optim.build(model, 'adamw', 6e-4, 0.1, (0.9, 0.95), device_type=hardware.device_type(device))
 
         def step(length):
             x = torch.randint(VOCAB, (spec['batch_size'], length + 1), device=device)
             _, loss = model(x[:, :-1], x[:, 1:])
-            opt.zero_grad(set_to_none=False)   # gradients stay allocated: they belong to the baseline
             loss.backward()
-            opt.step()
-            sync()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            for opt in opts:
+                opt.step()
+                opt.zero_grad(set_to_none=False)   # gradients stay allocated: they belong to the baseline
 
         step(min(T, 16))                        # gradients, optimizer state and kernels become resident
-        runs = spec['repeats'] + 1
+        variant, rounds, warmup = (lambda: step(T)), spec['repeats'], 1   # the warm-up at T counts in the peak
     else:
         model.eval()
         n = min(spec['gen_tokens'], T - 1)
+        state, tok = None, None
 
         @torch.no_grad()
-        def step(length):
+        def prefill(length):                    # the state after length - n random tokens
+            nonlocal state, tok
             x = torch.randint(VOCAB, (1, length - n), device=device)
             state = None
             for c0 in range(0, x.size(1), PREFILL_CHUNK):
                 logits, state = model.forward_state(x[:, c0:c0 + PREFILL_CHUNK], state)
             tok = logits[:, -1:].argmax(-1)
-            per_token = []
-            for _ in range(n):
-                sync()
-                t0 = time.perf_counter()
-                logits, state = model.forward_state(tok, state)
-                tok = logits[:, -1:].argmax(-1)
-                sync()
-                per_token.append(time.perf_counter() - t0)
-            return per_token
 
-        step(min(T, n + 16))
-        runs = 1
-    sync()
+        @torch.no_grad()
+        def variant():                          # one greedy token
+            nonlocal state, tok
+            logits, state = model.forward_state(tok, state)
+            tok = logits[:, -1:].argmax(-1)
+
+        prefill(min(T, n + 16))                 # kernels and allocator pools become resident, at a tiny length
+        for _ in range(n):
+            variant()
+        rounds, warmup = n, 0                   # each of the n tokens up to position T timed once
+    hardware.synchronize(device)
     if cuda:
         torch.cuda.reset_peak_memory_stats(device)
         base = torch.cuda.memory_allocated(device)
     else:
         base = start_peak()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        per_token = step(T)
-        times += per_token if per_token is not None else [time.perf_counter() - t0]
-    peak = (torch.cuda.max_memory_allocated(device) if cuda else peak_bytes()) - base
-    if spec['what'] == 'train':
-        times = times[1:]   # the first step at T is the warm-up
-    return {'seconds': float(np.median(times)), 'peak_mb': peak / 2**20,
-            'process_peak_mb': (torch.cuda.max_memory_allocated(device) if cuda else peak_bytes()) / 2**20}
+    if spec['what'] == 'generate':
+        prefill(T)                              # not timed, but in the peak
+    t = timing.run_rounds({spec['what']: variant}, rounds, warmup=warmup, device=device)[spec['what']]
+    peak = torch.cuda.max_memory_allocated(device) if cuda else peak_bytes()
+    wall, cpu = t.median
+    return {'seconds': wall, 'cpu_seconds': cpu, 'peak_mb': (peak - base) / 2**20, 'process_peak_mb': peak / 2**20}
 
 
 def _child(spec, conn):
@@ -201,7 +203,7 @@ def measure(spec, timeout):
     """
     import multiprocessing as mp
     ctx = mp.get_context('forkserver')
-    ctx.set_forkserver_preload(['bench', 'torch._dynamo'])  # torch.optim imports _dynamo lazily: 3+ s each time
+    ctx.set_forkserver_preload(['bench.lengths', 'torch._dynamo'])  # torch.optim imports _dynamo lazily
     recv, send = ctx.Pipe(duplex=False)
     proc = ctx.Process(target=_child, args=(spec, send))
     proc.start()
@@ -268,14 +270,6 @@ def plot(report, path):
     plt.close(fig)
 
 
-def cpu_name():
-    try:
-        with open('/proc/cpuinfo') as f:
-            return next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
-    except (OSError, StopIteration):
-        return platform.processor() or platform.machine()
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -292,26 +286,27 @@ def main(argv=None):
     args = p.parse_args(argv)
 
     if args.device.startswith('cuda') and not torch.cuda.is_available():
-        raise SystemExit("error: --device cuda but CUDA is not available")
+        fail("--device cuda but CUDA is not available")
     try:
         lengths = sorted({int(t) for t in args.lengths.split(',')})
     except ValueError:
-        raise SystemExit(f"error: --lengths must be comma-separated integers, not {args.lengths!r}")
+        fail(f"--lengths must be comma-separated integers, not {args.lengths!r}")
     configs = {name: bench_config(name, args.quick) for name in ckpt_io.MODELS}
     if args.quick:
         lengths, args.repeats, args.gen_tokens = [16, 32, 64], 1, 4
     names = [m.strip() for m in args.models.split(',') if m.strip()]
     unknown = [m for m in names if m not in configs]
     if unknown or not names:
-        raise SystemExit(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(configs)}")
+        fail(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(configs)}")
     if min(lengths) < 2 or min(args.batch_size, args.repeats, args.gen_tokens, args.threads) < 1:
-        raise SystemExit("error: lengths must be >= 2 and batch_size, repeats, gen_tokens, threads >= 1")
+        fail("lengths must be >= 2 and batch_size, repeats, gen_tokens, threads >= 1")
     out = args.out or os.path.join('results', f"bench_{args.device.split(':')[0]}" + ('_quick' if args.quick else ''))
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
 
-    device_name = (torch.cuda.get_device_name(args.device) if args.device.startswith('cuda')
-                   else f"{cpu_name()} ({os.cpu_count()} cores)")
-    report = {'device': args.device, 'device_name': device_name, 'threads': args.threads, 'torch': torch.__version__,
+    machine = hardware.machine_info(args.device)
+    device_name = machine.get('gpu') or f"{machine['cpu']} ({machine['cpu_count']} cores)"
+    report = {'device': args.device, 'device_name': device_name, 'machine': machine, 'threads': args.threads,
+              'torch': torch.__version__,
               'batch_size': args.batch_size, 'repeats': args.repeats, 'gen_tokens': args.gen_tokens,
               'vocab_size': VOCAB, 'lengths': lengths,
               'memory_method': ('torch.cuda.max_memory_allocated - memory_allocated before' if args.device != 'cpu'
