@@ -2,7 +2,8 @@
 The BK-Core's two recurrences as a small C kernel, for CPUs (bk_scan='c'): the plain sequential loops of
 model_resnetbk.bk_causal_sequential and linear_recurrence_sequential, one C loop per sequence instead of one PyTorch
 call per position. At the seed's N = 128 the BK-Core's time in PyTorch is per-call overhead (~23 dependent small
-ops even in the chunked form); in C one forward call for the whole batch (B = 16) takes ~16 us, Python included.
+ops even in the chunked form); in C the whole batch is one call (bench/bkcore.py times both, results/ holds the
+numbers).
 
 The C source below is compiled once with the system's C compiler (`cc`, or $CC) into a shared library cached under
 ~/.cache/linlm (or $XDG_CACHE_HOME/linlm), named by a hash of the source, compiler and machine, and called through

@@ -28,9 +28,7 @@ The parameters are the seed's, so the count is too:
 Causal by construction (c_t depends on x_0 .. x_{t-1} only). Training memory is O(T) (backprop through time);
 the state for streaming and generation is O(1): the context (B, C). The recurrence has no length limit:
 block_size only bounds the training windows, forward() and forward_state() accept any T.
-
-Speed (bench_newllm.py, training tokens/s on a 2-core CPU against the seed's own loop at batch 32 fp32): about 1.4-1.7x
-at the same batch and precision, about 4x at batch 128 with bf16 autocast.
+bench/newllm.py times a training step against the seed's own loop (seeds/newllm.py); results/ holds the numbers.
 """
 import math
 from dataclasses import dataclass
@@ -56,7 +54,7 @@ class NewLLMConfig:
 
 def dropout_keep(shape, p, device):
     """Bernoulli(1 - p) keep mask (bool) from 16 random bits per element, so p is rounded to 1/65536. One 64-bit draw
-    serves four elements: on a CPU this is ~3x cheaper than bernoulli_, which costs as much as the matmuls here."""
+    serves four elements: on a CPU bernoulli_ costs about as much as this model's matmuls, and this far less."""
     n = math.prod(shape)
     bits = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-2 ** 63, 2 ** 63 - 1)
     return bits.view(torch.int16)[:n].view(shape) < round((1 - p) * 65536) - 32768
