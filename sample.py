@@ -1,5 +1,5 @@
 """
-Generate text from a checkpoint of any of the three models, printing tokens as they come.
+Generate text from a checkpoint of any model, printing tokens as they come.
 
     python sample.py --ckpt out/best.pt --prompt "The meaning of life is" --max_new_tokens 200
     python sample.py --ckpt out/best.pt --prompt FILE:prompt.txt --num_samples 3 --temperature 0.8 --top_k 200
@@ -19,6 +19,7 @@ import sys
 import torch
 
 import checkpoint as ckpt_io
+import hardware
 import sampling
 from tokenizer import load_tokenizer
 
@@ -32,7 +33,9 @@ def parse_args(argv=None):
     p.add_argument('--top_k', type=int, default=200, help='sample among the k most likely tokens; 0 = all')
     p.add_argument('--num_samples', type=int, default=1)
     p.add_argument('--seed', type=int, default=1337)
-    p.add_argument('--device', default='cpu', help="'cpu', 'cuda', 'cuda:N'")
+    p.add_argument('--device', default='auto', help="auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps")
+    p.add_argument('--dtype', default='auto', choices=['auto', 'float32', 'bfloat16', 'float16'],
+                   help='autocast dtype; auto = bfloat16 where it is fast on this device, else float32 (hardware.py)')
     p.add_argument('--chat', action='store_true', help='conversation mode: one user turn per input line')
     args = p.parse_args(argv)
     if args.max_new_tokens < 0 or args.num_samples < 1 or args.temperature < 0 or args.top_k < 0:
@@ -130,8 +133,13 @@ def chat(model, tok, meta, args):
 
 def main():
     args = parse_args()
-    if args.device.startswith('cuda') and not torch.cuda.is_available():
-        raise SystemExit(f"error: --device {args.device} but CUDA is not available")
+    try:
+        args.device = hardware.resolve_device(args.device)
+        choice = hardware.choose_dtype(args.dtype, args.device)
+    except ValueError as e:
+        raise SystemExit(f"error: {e}")
+    if choice.warning:
+        print(choice.warning, file=sys.stderr)
     torch.manual_seed(args.seed)
     if not os.path.exists(args.ckpt) and not os.path.dirname(args.ckpt):
         # train.py writes best.pt/ckpt.pt into the run's out_dir, not the current folder
@@ -146,9 +154,11 @@ def main():
         tok = load_tokenizer(meta)
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}")
+    ctx = hardware.autocast(args.device, choice.dtype)
     if args.chat:
         try:
-            return chat(model, tok, meta, args)
+            with ctx:
+                return chat(model, tok, meta, args)
         except KeyboardInterrupt:  # Ctrl-C ends the conversation
             print()
             return
@@ -165,8 +175,9 @@ def main():
     idx = torch.tensor([ids], dtype=torch.long, device=args.device)
     for k in range(args.num_samples):
         sys.stdout.write(prompt)
-        sampling.generate(model, idx, args.max_new_tokens, args.temperature, args.top_k or None,
-                          on_token=Printer(tok, ids))
+        with ctx:
+            sampling.generate(model, idx, args.max_new_tokens, args.temperature, args.top_k or None,
+                              on_token=Printer(tok, ids))
         print('\n' + '-' * 40, flush=True)
 
 
