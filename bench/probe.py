@@ -33,6 +33,7 @@ def main():
     p.add_argument('--threads', type=int, default=0, help='threads per probe (0 = torch default)')
     p.add_argument('--work', default='out-probes')
     p.add_argument('--json', required=True)
+    p.add_argument('--collect', action='store_true', help='run nothing: collect the probes already in --work')
     args, common = p.parse_known_args()
     if args.jobs < 1 or args.threads < 0:
         fail("--jobs must be >= 1 and --threads >= 0")
@@ -49,7 +50,7 @@ def main():
                *[f'--{kv}' for kv in pairs], f'--out_dir={out}', '--overwrite=True']
         probes.append({'name': name, 'settings': pairs, 'out_dir': out, 'cmd': cmd})
     env = dict(os.environ, **({'OMP_NUM_THREADS': str(args.threads)} if args.threads else {}))
-    pending, running = list(probes), []
+    pending, running = ([] if args.collect else list(probes)), []
     while pending or running:
         while pending and len(running) < args.jobs:
             pr = pending.pop(0)
@@ -68,7 +69,12 @@ def main():
               'config': args.config, 'common': common, 'probes': []}
     for pr in probes:
         entry = {'name': pr['name'], 'settings': pr['settings'], 'command': ' '.join(pr['cmd'][1:]),
-                 'exit_code': pr['proc'].returncode}
+                 'exit_code': pr['proc'].returncode if 'proc' in pr else None}
+        log_path = os.path.join(pr['out_dir'], 'train.log')
+        if os.path.isfile(log_path):  # the logged training loss every log_interval iterations
+            with open(log_path) as fh:
+                entry['train_curve'] = [[int(line.split()[1]), float(line.split('| loss ')[1].split()[0])]
+                                        for line in fh if line.startswith('iter ') and '| loss ' in line]
         for f in ('history.json', 'results.json'):
             path = os.path.join(pr['out_dir'], f)
             if os.path.isfile(path):
@@ -84,7 +90,7 @@ def main():
         print(f"{pr['name']:<50} " + ', '.join(f"{k} {last[k]:.4f}" for k in last if k.endswith('loss')))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
     atomic_write_text(json.dumps(report, indent=1), args.json)
-    if any(pr['proc'].returncode for pr in probes):
+    if any(pr['proc'].returncode for pr in probes if 'proc' in pr):
         fail("some probes failed; see their train.log under " + args.work)
 
 
