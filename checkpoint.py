@@ -20,7 +20,7 @@ import torch
 # Its config is a dataclass with vocab_size and block_size; the model class, built as Model(config), provides
 #   forward(idx, targets=None) -> (logits (B, T, V), loss); in training with targets, the fused loss (linear_ce.py)
 #   hidden(idx) -> (B, T, D) what lm_head (an nn.Linear) reads; forward_state(idx, state) -> (logits, state)
-#   generate(idx, max_new_tokens, temperature, top_k) (sampling.py), get_num_params()
+#   generate(idx, max_new_tokens, temperature, top_k) (generation.py), get_num_params()
 #   is_recurrent(config) (static): whether forward_state carries an O(1) state (eval.py --carry_state)
 #   flop_rows(config, B, T, device_type) (static): [flops.Row] of one forward + backward; PARAM_GROUPS (optional)
 # tests/test_models.py runs the shared interface tests on every entry.

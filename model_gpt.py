@@ -18,7 +18,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-import sampling
+import generation
 from linear_ce import linear_cross_entropy
 
 
@@ -227,4 +227,4 @@ class GPT(nn.Module):
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Continue idx (B, T) by max_new_tokens sampled tokens, one cached position per new token."""
-        return sampling.generate(self, idx, max_new_tokens, temperature, top_k)
+        return generation.generate(self, idx, max_new_tokens, temperature, top_k)

@@ -34,7 +34,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-import sampling
+import generation
 from linear_ce import linear_cross_entropy
 
 
@@ -127,7 +127,7 @@ class LSTM(nn.Module):
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Continue idx (B, T) by max_new_tokens sampled tokens; one (h, c) per sequence, the prefix is read once."""
-        return sampling.generate(self, idx, max_new_tokens, temperature, top_k)
+        return generation.generate(self, idx, max_new_tokens, temperature, top_k)
 
     @staticmethod
     def flop_rows(cfg, B, T, device_type='cuda'):

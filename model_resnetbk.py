@@ -43,7 +43,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import bk_kernel
-import sampling
+import generation
 from linear_ce import linear_cross_entropy
 
 BK_Z = 1j  # the spectral shift z of the seed; |g| <= 1/Im z keeps every value bounded
@@ -759,7 +759,7 @@ class ResNetBK(nn.Module):
 
     def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
         """Continue idx (B, T) by max_new_tokens sampled tokens; causal mode steps one token at a time."""
-        return sampling.generate(self, idx, max_new_tokens, temperature, top_k)
+        return generation.generate(self, idx, max_new_tokens, temperature, top_k)
 
     @staticmethod
     def flop_rows(cfg, B, T, device_type='cuda'):

@@ -20,7 +20,7 @@ import torch
 
 import checkpoint as ckpt_io
 import hardware
-import sampling
+import generation
 from tokenizer import load_tokenizer
 
 
@@ -119,7 +119,7 @@ def chat(model, tok, meta, args):
         idx = torch.tensor([ids], dtype=torch.long, device=args.device)
         print('bot: ', end='', flush=True)
         printer = Printer(tok, [], stop, sep)
-        out, state = sampling.generate_with_state(model, idx, args.max_new_tokens, args.temperature,
+        out, state = generation.generate_with_state(model, idx, args.max_new_tokens, args.temperature,
                                                   args.top_k or None, state=state, on_token=printer, stop_tokens=stop)
         reply = out[0, idx.size(1):].tolist()
         ended = bool(reply) and reply[-1] in stop
@@ -176,7 +176,7 @@ def main():
     for k in range(args.num_samples):
         sys.stdout.write(prompt)
         with ctx:
-            sampling.generate(model, idx, args.max_new_tokens, args.temperature, args.top_k or None,
+            generation.generate(model, idx, args.max_new_tokens, args.temperature, args.top_k or None,
                               on_token=Printer(tok, ids))
         print('\n' + '-' * 40, flush=True)
 

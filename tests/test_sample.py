@@ -11,7 +11,7 @@ import torch
 import torch.nn as nn
 
 import sample
-import sampling
+import generation
 from helpers import ROOT, make_dataset, run
 from model_newllm import NewLLM, NewLLMConfig
 from tokenizer import load_tokenizer
@@ -101,7 +101,7 @@ class Bigram(nn.Module):
 
 def run_chat(model, meta, lines, monkeypatch, capsys, max_new_tokens=50):
     """-> (stdout lines, stderr, calls): calls = [(input ids, state in, reply ids)] of every generate."""
-    calls, generate = [], sampling.generate_with_state
+    calls, generate = [], generation.generate_with_state
 
     def spy(model, idx, *a, state=None, **kw):
         out, new_state = generate(model, idx, *a, state=state, **kw)
@@ -110,7 +110,7 @@ def run_chat(model, meta, lines, monkeypatch, capsys, max_new_tokens=50):
 
     args = SimpleNamespace(device='cpu', max_new_tokens=max_new_tokens, temperature=0.0, top_k=0)
     with monkeypatch.context() as m:
-        m.setattr(sampling, 'generate_with_state', spy)
+        m.setattr(generation, 'generate_with_state', spy)
         m.setattr(sys, 'stdin', io.StringIO(''.join(line + '\n' for line in lines)))
         sample.chat(model, load_tokenizer(meta), meta, args)
     out, err = capsys.readouterr()
@@ -170,7 +170,7 @@ def test_chat_carries_recurrent_state(word_meta, monkeypatch, capsys):
 
     def greedy(ids, n=6):
         idx = torch.tensor([ids])
-        return sampling.generate(model, idx, n, temperature=0.0, stop_tokens={EOS, BOS})[0, len(ids):].tolist()
+        return generation.generate(model, idx, n, temperature=0.0, stop_tokens={EOS, BOS})[0, len(ids):].tolist()
 
     history, differs = [], False
     for ids, _, reply in calls:
