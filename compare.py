@@ -25,9 +25,9 @@ once here (pin it with --dtype, so that a rerun's runs are reused even if the me
      as eval.py --carry_state), on the New-LLM seed's line windows (train.py's batch_mode='seed_lines' metric; data
      with <bos> lines only), and the loss by position out to the last of --context with the state carried (GPT:
      its block_size window sliding by half of it), as eval.py --context_lengths.
-  4. per model: generation ms/token and memory at --gen_lengths tokens of context (bench.py's measurement: a fresh
+  4. per model: generation ms/token and memory at --gen_lengths tokens of context (bench/lengths.py's measurement: a fresh
      process per point, batch 1, greedy, 1 thread, vocab 1000; GPT's position table grown to the context as in
-     bench.py, so it attends to all of it).
+     bench/lengths.py, so it attends to all of it).
   -> lm.json (every run's numbers, the probes, the command, machine, date), lm.md (mean +- std over seeds, which
      differences exceed the spread, the two seed questions), lm_curves.png, lm_context.png.
 A difference "exceeds the spread" when the seeds' ranges do not overlap: every seed of one model beats every seed of
@@ -57,6 +57,8 @@ import numpy as np
 import torch
 
 import checkpoint as ckpt_io
+import data
+from cli import fail
 
 ROOT = os.path.dirname(os.path.abspath(__file__))
 OUT = os.path.join('results', 'compare')
@@ -179,7 +181,7 @@ def run_jobs(jobs, n_parallel, threads):
         job = failed[0]
         with open(os.path.join(job.out_dir, 'log.txt')) as f:
             tail = f.read()[-2000:]
-        raise SystemExit(f"error: {job.name} failed; its log ({job.out_dir}/log.txt) ends:\n{tail}")
+        fail(f"{job.name} failed; its log ({job.out_dir}/log.txt) ends:\n{tail}")
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -188,21 +190,10 @@ def run_jobs(jobs, n_parallel, threads):
 def read_config(path):
     """The assignments of a config file (plain Python, as configurator.py reads them) -> dict."""
     if not os.path.isfile(path):
-        raise SystemExit(f"error: {path} is missing (compare.py reads config/cmp_<model>.py for each model)")
+        fail(f"{path} is missing (compare.py reads config/cmp_<model>.py for each model)")
     values = {}
     exec(compile(open(path).read(), path, 'exec'), {}, values)
     return {k: v for k, v in values.items() if not k.startswith('_')}
-
-
-def load_meta(dataset):
-    data_dir = dataset if os.path.isdir(dataset) else os.path.join('data', dataset)
-    path = os.path.join(data_dir, 'meta.json')
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: dataset {dataset!r} not found ({path} is missing); for the comparison's data run "
-                         f"`python prepare.py wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format "
-                         f"bos_eos --min_line_words 5` (README: Data), or pass --dataset DIR")
-    with open(path) as f:
-        return data_dir, json.load(f)
 
 
 def lm_setup(args):
@@ -219,7 +210,10 @@ def lm_setup(args):
             overrides.update(QUICK_MODELS[model_type], **QUICK_TRAIN)
         cfg.update(overrides)
         dataset = args.dataset or cfg.get('dataset')
-        data_dir, meta = load_meta(dataset)
+        try:
+            data_dir, meta = data.load_meta(dataset, '' if args.dataset else cfg.get('prepare_args', ''))
+        except (FileNotFoundError, ValueError) as e:
+            fail(e)
         model_args = {k: v for k, v in cfg.items() if k in fields}
         model_args['vocab_size'] = meta['vocab_size']
         if 'block_size' in fields:
@@ -304,8 +298,8 @@ def evaluate_run(out_dir, context_lengths, device):
 
 
 def measure_generation(args, setups):
-    """bench.py's generation measurement for each model at each --gen_lengths context (see the module docstring)."""
-    import bench
+    """bench/lengths.py's generation measurement for each model at each --gen_lengths context (see the module docstring)."""
+    from bench import lengths as bench
     out = {}
     device = args.device
     for m, s in setups.items():
@@ -330,7 +324,7 @@ def lm_task(args):
         args.device = hardware.resolve_device(args.device or 'auto')
         choice = hardware.choose_dtype(args.dtype or 'auto', args.device)
     except ValueError as e:
-        raise SystemExit(f"error: {e}")
+        fail(f"{e}")
     args.dtype, args.dtype_choice = choice.dtype, choice.reason
     log(f"LM comparison: {', '.join(args.models)}; {args.tokens:,.0f} tokens x {args.seeds} seeds; probe sweep "
         f"{', '.join(f'{lr:g}' for lr in args.lrs)} at {args.probe_tokens:,.0f} tokens each; {args.device}, "
@@ -365,7 +359,7 @@ def lm_task(args):
     for m in setups:
         best = min(probe_out[m], key=lambda p: p['val_loss'])
         if not math.isfinite(best['val_loss']):
-            raise SystemExit(f"error: every probe of {m} diverged; try lower --lrs")
+            fail(f"every probe of {m} diverged; try lower --lrs")
         chosen[m] = best['lr']
         log(f"  {m}: " + ', '.join(f"lr {p['lr']:g} -> val PPL {p['val_ppl']:.2f}" if p['val_ppl'] else
                                    f"lr {p['lr']:g} -> diverged" for p in probe_out[m]) + f"; picked {best['lr']:g}")
@@ -406,7 +400,7 @@ def lm_task(args):
             f" ({time.time() - t0:.0f} s)")
 
     # 4. generation speed and memory
-    log("generation (bench.py):")
+    log("generation (bench/lengths.py):")
     generation = measure_generation(args, setups)
 
     report = {'task': 'lm', 'command': 'python ' + shlex.join(sys.argv), 'date': now(), 'machine': machine(device),
@@ -477,7 +471,7 @@ def lm_markdown(report):
     lengths = [str(T) for T in report['settings']['gen_lengths']]
     lines += ['', f"Speed on this machine ({report['settings']['jobs']} run(s) at a time, "
                   f"{report['settings']['threads']} thread(s) each); generation: batch 1, greedy, 1 thread, "
-                  f"ms per token and peak memory above the baseline at each context length (bench.py).", '',
+                  f"ms per token and peak memory above the baseline at each context length (bench/lengths.py).", '',
               '| model | train tokens/s | training s | ' + ' | '.join(f'gen ms/token @{T}' for T in lengths) + ' | ' +
               ' | '.join(f'gen MB @{T}' for T in lengths) + ' |',
               '|---|---|---|' + '---|' * (2 * len(lengths))]
@@ -603,17 +597,17 @@ def recall_task(args):
     V = args.recall_vocab
     settings = [(T, n) for T in args.recall_lengths for n in args.recall_pairs if 4 * n <= T]
     if not settings:
-        raise SystemExit("error: no --recall_pairs fits any --recall_lengths (n_pairs pairs and as many queries need "
+        fail("no --recall_pairs fits any --recall_lengths (n_pairs pairs and as many queries need "
                          "4 n_pairs <= T)")
     try:
         for T, n in settings:
             mqar.check_setting(n, n, T, V)
     except ValueError as e:
-        raise SystemExit(f"error: {e}")
+        fail(f"{e}")
     jobs, meta = [], []
     for m in args.models:
         if m not in configs:
-            raise SystemExit(f"error: no recall configuration for {m!r} (RECALL_MODELS: {', '.join(configs)})")
+            fail(f"no recall configuration for {m!r} (RECALL_MODELS: {', '.join(configs)})")
         for T, n in settings:
             for seed in range(args.recall_seeds):
                 d = os.path.join(work, f'{m}_T{T}_n{n}_seed{seed}')
@@ -781,15 +775,15 @@ def main(argv=None):
     os.chdir(ROOT)
     args.models = [m.strip() for m in args.models.split(',') if m.strip()]
     if not args.models or len(set(args.models)) < len(args.models):
-        raise SystemExit("error: --models must name each model once")
+        fail("--models must name each model once")
     if min(args.jobs, args.threads, args.seeds, args.evals, args.recall_steps, args.recall_seeds) < 1 or \
             min(args.tokens, args.probe_tokens) <= 0 or not args.lrs or min(args.lrs) <= 0:
-        raise SystemExit("error: --jobs, --threads, --seeds, --evals, --tokens, --probe_tokens, --lrs and the recall "
+        fail("--jobs, --threads, --seeds, --evals, --tokens, --probe_tokens, --lrs and the recall "
                          "budget must be positive")
     if args.task == 'lm':
         unknown = [m for m in args.models if m not in ckpt_io.MODELS]
         if unknown:
-            raise SystemExit(f"error: unknown model(s) {', '.join(unknown)}; choose from {', '.join(ckpt_io.MODELS)}")
+            fail(f"unknown model(s) {', '.join(unknown)}; choose from {', '.join(ckpt_io.MODELS)}")
         return lm_task(args)
     return recall_task(args)
 

@@ -34,6 +34,8 @@ import time
 import numpy as np
 import torch
 
+from cli import fail
+
 FILLER = 0
 
 
@@ -195,7 +197,7 @@ def main(argv=None):
         torch.manual_seed(args.seed)
         model = ckpt_io.build_model(args.model_type, model_args)
     except (ValueError, TypeError) as e:
-        raise SystemExit(f"error: {e}")
+        fail(f"{e}")
     n_params = model.get_num_params()
     print(f"{args.model_type} ({n_params:,} params) on MQAR: {args.n_pairs} pairs, T {args.seq_len}, vocab "
           f"{args.vocab_size}; {args.steps} steps of {args.batch_size}, lr {args.lr}", flush=True)
