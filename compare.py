@@ -25,8 +25,8 @@ once here (pin it with --dtype, so that a rerun's runs are reused even if the me
      as eval.py --carry_state), on the New-LLM seed's line windows (train.py's batch_mode='seed_lines' metric; data
      with <bos> lines only), and the loss by position out to the last of --context with the state carried (GPT:
      its block_size window sliding by half of it), as eval.py --context_lengths.
-  4. per model: generation ms/token and memory at --gen_lengths tokens of context (bench/lengths.py's measurement: a fresh
-     process per point, batch 1, greedy, 1 thread, vocab 1000; GPT's position table grown to the context as in
+  4. per model: generation ms/token and memory at --gen_lengths tokens of context (bench/lengths.py's measurement:
+     a fresh process per point, batch 1, greedy, 1 thread, vocab 1000; GPT's position table grown to the context as in
      bench/lengths.py, so it attends to all of it).
   -> lm.json (every run's numbers, the probes, the command, machine, date), lm.md (mean +- std over seeds, which
      differences exceed the spread, the two seed questions), lm_curves.png, lm_context.png.
@@ -298,7 +298,7 @@ def evaluate_run(out_dir, context_lengths, device):
 
 
 def measure_generation(args, setups):
-    """bench/lengths.py's generation measurement for each model at each --gen_lengths context (see the module docstring)."""
+    """bench/lengths.py's generation measurement for each model at each --gen_lengths context (module docstring)."""
     from bench import lengths as bench
     out = {}
     device = args.device
