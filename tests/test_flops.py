@@ -132,3 +132,25 @@ def test_bad_input_is_one_line_error(args, message, capsys):
         flops.main(args + ['--dataset=none'])
     err = capsys.readouterr().err
     assert e.value.code == 2 and err.startswith(message) and err.count('\n') == 1
+
+
+def test_train_reports_flops_and_mfu(tmp_path):
+    """train.py: MFU in the progress line = FLOPs per iteration / (seconds per iteration x the configured peak),
+    and the FLOPs fields of results.json."""
+    data = make_dataset(tmp_path / 'tiny')
+    p = run('train.py', f'--dataset={data}', '--model_type=gpt', '--n_layer=1', '--n_head=2', '--n_embd=16',
+            '--block_size=8', '--batch_size=2', '--gradient_accumulation_steps=2', '--max_iters=2', '--log_interval=1',
+            '--eval_iters=1', '--device=cpu', '--dtype=float32', '--peak_flops=1e9', f'--out_dir={tmp_path}/out')
+    assert 'MFU against 1e+09 FLOP/s per device (peak_flops from the config)' in p.stdout
+    r = json.loads((tmp_path / 'out' / 'results.json').read_text())
+    want = flops.step_flops('gpt', r['model_args'], 2, 8, accum_steps=2, optimizer='adamw', grad_clip=True,
+                            device_type='cpu')
+    assert (r['forward_flops'], r['backward_flops'], r['optimizer_flops'], r['total_flops_per_step']) == \
+        (want['forward'], want['backward'], want['optimizer'], want['per_step'])
+    assert r['total_training_flops'] == 2 * want['per_step'] and r['peak_flops'] == 1e9
+    lines = re.findall(r'^iter \d .*\| ([\d.]+) ms/iter .*\| MFU ([\d.]+)%', p.stdout, re.M)
+    assert len(lines) == 2
+    for ms, mfu in lines:  # the printed MFU follows from the printed time (rounded to 0.1 ms and 0.1%)
+        seconds = (float(ms) + 0.05) * 1e-3, (float(ms) - 0.05) * 1e-3
+        assert 100 * want['per_step'] / (seconds[0] * 1e9) - 0.051 <= float(mfu) \
+            <= 100 * want['per_step'] / (seconds[1] * 1e9) + 0.051
