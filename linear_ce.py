@@ -16,6 +16,7 @@ linear_score is the no-gradient twin for evaluation: per chunk, the logits, thei
 F.cross_entropy computes) and their argmax, summed into (NLL, scored rows, correct argmax).
 """
 import torch
+import torch.nn.functional as F
 
 CHUNK_ELEMENTS = 2 ** 22                  # logits per chunk (16 MB in float32)
 
@@ -142,3 +143,18 @@ def linear_score(h, weight, bias, targets, mm_dtype=None):
             if len(hit):
                 correct += (e[hit].argmax(1) == yc[hit]).sum()
     return nll.item(), int((y != -1).sum()), int(correct)
+
+
+def head_loss(h, head, targets, training):
+    """
+    The tail of every model's forward(): h (B, T, D) through the nn.Linear head -> (logits, mean CE or None).
+    Training with targets and gradients on: the CE from LinearCrossEntropy and logits None (the (B, T, V) logits are
+    never formed; train.py only uses the loss). Otherwise: logits (B, T, V) and, given targets, the plain CE
+    (ignore_index=-1, in float32).
+    """
+    if targets is not None and training and torch.is_grad_enabled():
+        return None, linear_cross_entropy(h, head.weight, head.bias, targets)
+    logits = head(h)
+    if targets is None:
+        return logits, None
+    return logits, F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)

@@ -19,7 +19,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 import generation
-from linear_ce import linear_cross_entropy
+from linear_ce import head_loss
 
 
 @dataclass
@@ -160,14 +160,7 @@ class GPT(nn.Module):
         """idx (B, T) int64, targets (B, T) or None -> logits (B, T, V), mean CE loss (ignore_index=-1) or None.
         Training with targets and gradients on: the loss comes from linear_ce.py and logits is None (the (B, T, V)
         logits are never formed; train.py only uses the loss)."""
-        x = self.hidden(idx)
-        if targets is not None and self.training and torch.is_grad_enabled():
-            return None, linear_cross_entropy(x, self.lm_head.weight, None, targets)
-        logits = self.lm_head(x)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return head_loss(self.hidden(idx), self.lm_head, targets, self.training)
 
     def forward_state(self, idx, state=None):
         """

@@ -32,10 +32,9 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn as nn
-from torch.nn import functional as F
 
 import generation
-from linear_ce import linear_cross_entropy
+from linear_ce import head_loss
 
 
 @dataclass
@@ -109,14 +108,7 @@ class LSTM(nn.Module):
         """idx (B, T) int64 (any T), targets (B, T) or None -> logits (B, T, V), mean CE (ignore_index=-1) or None.
         Every sequence starts from a zero state. Training with targets and gradients on: the loss comes from
         linear_ce.py and logits is None (train.py only uses the loss)."""
-        h = self.hidden(idx)
-        if targets is not None and self.training and torch.is_grad_enabled():
-            return None, linear_cross_entropy(h, self.lm_head.weight, self.lm_head.bias, targets)
-        logits = self.lm_head(h)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-        return logits, loss
+        return head_loss(self.hidden(idx), self.lm_head, targets, self.training)
 
     def forward_state(self, idx, state=None):
         """Streaming: state is (h, c) after the tokens before idx (None = zeros, the beginning). Returns logits

@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 import bk_kernel
 import generation
-from linear_ce import linear_cross_entropy
+from linear_ce import head_loss
 
 BK_Z = 1j  # the spectral shift z of the seed; |g| <= 1/Im z keeps every value bounded
 
@@ -729,16 +729,10 @@ class ResNetBK(nn.Module):
         aux = {}
         h = self.hidden(idx, aux)
         self.last_aux = {k: v.detach().float() for k, v in aux.items()}
-        if targets is not None and self.training and torch.is_grad_enabled():
-            loss = linear_cross_entropy(h, self.lm_head.weight, self.lm_head.bias, targets)
-            return None, loss + sum(aux.values()) if aux else loss
-        logits = self._logits(h)
-        loss = None
-        if targets is not None:
-            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-1)
-            if self.training and aux:
-                loss = loss + sum(aux.values())
-        return logits, loss
+        logits, loss = head_loss(h, self.lm_head, targets, self.training)
+        if loss is not None and self.training and aux:
+            loss = loss + sum(aux.values())
+        return (None if logits is None else logits.float()), loss
 
     def forward_state(self, idx, state=None):
         """

@@ -35,7 +35,6 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hardware  # noqa: E402
 import model_resnetbk as bk  # noqa: E402
-import optim  # noqa: E402
 import seeds.resnetbk as seed  # noqa: E402
 from bench import timing  # noqa: E402
 from cli import fail  # noqa: E402
@@ -88,20 +87,8 @@ def step_variants(device, B, N, vocab_size, n_embd, n_layer):
             opt.zero_grad(set_to_none=True)
         return run
 
-    def train_step(model, dtype='float32'):         # train.py's step (no gradient accumulation, no GradScaler)
-        model.train()
-        opts = optim.build(model, 'adamw', 1e-3, 0.01, (0.9, 0.999), device_type=hardware.device_type(device))
-        ctx = hardware.autocast(device, dtype)
-
-        def run():
-            with ctx:
-                _, loss = model(idx, tgt)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-            for opt in opts:
-                opt.step()
-                opt.zero_grad(set_to_none=True)
-        return run
+    def train_step(model, dtype='float32'):         # train.py's step (bench/timing.py)
+        return timing.train_step(model, idx, tgt, dtype=dtype, device=device)
 
     def ours(**kw):
         torch.manual_seed(0)

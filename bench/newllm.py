@@ -63,19 +63,7 @@ def make_step(name, cfg, batch_size, seq_len, dtype, optimizer, device):
             opt.step()
         return step
 
-    model = NewLLM(cfg).to(device).train()
-    opts = optim.build(model, optimizer, 1e-4, 0.0, (0.9, 0.999), device_type=hardware.device_type(device))
-    ctx = hardware.autocast(device, dtype)
-
-    def step():
-        with ctx:
-            _, loss = model(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 0.5)
-        for opt in opts:
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-    return step
+    return timing.train_step(NewLLM(cfg).to(device), x, y, optimizer, 1e-4, 0.0, dtype=dtype, device=device)
 
 
 def main():

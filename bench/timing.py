@@ -60,3 +60,24 @@ def run_rounds(variants, rounds, block=1, warmup=1, device='cpu'):
                     times[name].wall.append(time.perf_counter() - t0)
                     times[name].cpu.append(time.process_time() - c0)
     return times
+
+
+def train_step(model, x, y, optimizer='adamw', lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999), clip=0.5,
+               dtype='float32', device='cpu'):
+    """-> a function running one training step as train.py does (no gradient accumulation, no GradScaler): the
+    model's fused training loss model(x, y) under the run's autocast, backward, clipping, optim.build's optimizers."""
+    import torch
+    import optim
+    model.train()
+    opts = optim.build(model, optimizer, lr, weight_decay, betas, device_type=hardware.device_type(device))
+    ctx = hardware.autocast(device, dtype)
+
+    def step():
+        with ctx:
+            _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+        for opt in opts:
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+    return step
