@@ -307,7 +307,7 @@ def measure_generation(args, setups):
         out[m] = {}
         for T in args.gen_lengths:
             spec = {'model': s['model_type'], 'config': cfg, 'T': T, 'what': 'generate', 'device': device,
-                    'threads': 1, 'batch_size': 1, 'repeats': 1, 'gen_tokens': args.gen_tokens}
+                    'threads': 1, 'batch_size': 1, 'repeats': 1, 'gen_tokens': args.gen_tokens, 'dtype': args.dtype}
             r = bench.measure(spec, args.gen_timeout)
             out[m][str(T)] = {'ms_per_token': 1000 * r['seconds'], 'peak_mb': r['peak_mb']} if 'error' not in r \
                 else {'error': r['error']}

@@ -427,7 +427,8 @@ def run(args):
         raise ValueError("this ResNet-BK is non-causal (bk_causal=False, the seed's mode): each position sees "
                          "the tokens after it, so it has no state to carry and no valid context curve")
     if args.carry_state and not recurrent:
-        raise ValueError(f"--carry_state needs a recurrent model (newllm, causal resnetbk); {model_type}'s "
+        raise ValueError(f"--carry_state needs a recurrent model (one whose is_recurrent(config) is true: New-LLM, "
+                         f"the LSTM, causal ResNet-BK); {model_type}'s "
                          f"context is its block_size window (see --context_lengths for its sliding window)")
     bos = meta['special_tokens'].get('<bos>')
     if args.windows == 'lines' and (bos is None or args.carry_state):

@@ -131,6 +131,7 @@ def worker(spec):
     torch.set_num_threads(spec['threads'])
     torch.manual_seed(0)
     device, T = spec['device'], spec['T']
+    ctx = hardware.autocast(device, spec.get('dtype', 'float32'))
     cuda = device.startswith('cuda')
     model = build(spec['model'], spec['config'], T).to(device)
 
@@ -141,7 +142,8 @@ def worker(spec):
 
         def step(length):
             x = torch.randint(VOCAB, (spec['batch_size'], length + 1), device=device)
-            _, loss = model(x[:, :-1], x[:, 1:])
+            with ctx:
+                _, loss = model(x[:, :-1], x[:, 1:])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             for opt in opts:
@@ -161,13 +163,15 @@ def worker(spec):
             x = torch.randint(VOCAB, (1, length - n), device=device)
             state = None
             for c0 in range(0, x.size(1), PREFILL_CHUNK):
-                logits, state = model.forward_state(x[:, c0:c0 + PREFILL_CHUNK], state)
+                with ctx:
+                    logits, state = model.forward_state(x[:, c0:c0 + PREFILL_CHUNK], state)
             tok = logits[:, -1:].argmax(-1)
 
         @torch.no_grad()
         def variant():                          # one greedy token
             nonlocal state, tok
-            logits, state = model.forward_state(tok, state)
+            with ctx:
+                logits, state = model.forward_state(tok, state)
             tok = logits[:, -1:].argmax(-1)
 
         prefill(min(T, n + 16))                 # kernels and allocator pools become resident, at a tiny length
@@ -273,7 +277,8 @@ def plot(report, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument('--device', default='cpu', help='cpu (default) or cuda')
+    p.add_argument('--device', default='auto', help='auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps')
+    p.add_argument('--dtype', default='auto', help="autocast dtype of every measurement; auto: hardware.py's rule")
     p.add_argument('--threads', type=int, default=1, help='torch.set_num_threads in each measurement (CPU)')
     p.add_argument('--lengths', default='64,128,256,512,1024,2048,4096,8192', help='sequence lengths T')
     p.add_argument('--models', default='gpt,newllm,resnetbk')
@@ -285,8 +290,13 @@ def main(argv=None):
     p.add_argument('--quick', action='store_true', help='tiny models, T = 16,32,64, one repeat (for tests)')
     args = p.parse_args(argv)
 
-    if args.device.startswith('cuda') and not torch.cuda.is_available():
-        fail("--device cuda but CUDA is not available")
+    try:  # one device and one precision for every model, decided once
+        args.device = hardware.resolve_device(args.device)
+        choice = hardware.choose_dtype(args.dtype, args.device)
+    except ValueError as e:
+        fail(e)
+    args.dtype = choice.dtype
+    print(choice.reason + (f"\n{choice.warning}" if choice.warning else ''))
     try:
         lengths = sorted({int(t) for t in args.lengths.split(',')})
     except ValueError:
@@ -305,7 +315,8 @@ def main(argv=None):
 
     machine = hardware.machine_info(args.device)
     device_name = machine.get('gpu') or f"{machine['cpu']} ({machine['cpu_count']} cores)"
-    report = {'device': args.device, 'device_name': device_name, 'machine': machine, 'threads': args.threads,
+    report = {'device': args.device, 'dtype': args.dtype, 'dtype_choice': choice.reason,
+              'device_name': device_name, 'machine': machine, 'threads': args.threads,
               'torch': torch.__version__,
               'batch_size': args.batch_size, 'repeats': args.repeats, 'gen_tokens': args.gen_tokens,
               'vocab_size': VOCAB, 'lengths': lengths,
@@ -328,7 +339,7 @@ def main(argv=None):
             for what in ('train', 'generate'):
                 spec = {'model': name, 'config': configs[name], 'T': T, 'what': what, 'device': args.device,
                         'threads': args.threads, 'batch_size': args.batch_size, 'repeats': args.repeats,
-                        'gen_tokens': args.gen_tokens}
+                        'gen_tokens': args.gen_tokens, 'dtype': args.dtype}
                 r = measure(spec, args.timeout)
                 key = 'train' if what == 'train' else 'gen'
                 if 'error' in r:
