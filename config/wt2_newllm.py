@@ -1,8 +1,8 @@
 # New-LLM, the seed's 2,739,432-parameter model unchanged (architecture, dropout 0.1, its N(0, 0.02) init), on the
-# seed's word-1000 WikiText-2, trained 12.0M tokens (1,488 iterations; ~30 min on a 2-core float32 CPU) to beat the
-# seed's val PPL 23.34 on the seed's own metric: batch 128 random 63-token windows of the stream, Muon for the hidden
-# matrices and AdamW for the embedding, head, biases and gains (optim.py), lr 1e-2 after 30 warm-up steps, cosine to
-# 1e-4 over the run, weight decay 0.01, clip 1.0. best.pt is chosen on the seed's metric (val_windows='lines': its
+# seed's word-1000 WikiText-2, trained 12.0M tokens (1,488 iterations), aiming at the seed's val PPL on the seed's
+# own metric (not reached yet: results/README.md): batch 128 random 63-token windows of the stream, Muon for the
+# hidden matrices and AdamW for the embedding, head, biases and gains (optim.py), lr 1e-2 after 30 warm-up steps,
+# cosine to 1e-4 over the run, weight decay 0.01, clip 1.0. best.pt is chosen on the seed's metric (val_windows='lines': its
 # 5,272 line windows of the val split, each from a zero context); the stream-window PPL is recorded beside it.
 # Why Muon: with the seed's init and no residuals, AdamW first sits on a unigram plateau (loss ~4.2) for hundreds of
 # steps; Muon's orthogonalised updates leave it at once (300-iteration probes: results/cpu/newllm_probes_300.json).
