@@ -2,8 +2,9 @@
 # seed's word-1000 WikiText-2, trained 12.0M tokens (1,488 iterations), aiming at the seed's val PPL on the seed's
 # own metric (not reached yet: results/README.md): batch 128 random 63-token windows of the stream, Muon for the
 # hidden matrices and AdamW for the embedding, head, biases and gains (optim.py), lr 1e-2 after 30 warm-up steps,
-# cosine to 1e-4 over the run, weight decay 0.01, clip 1.0. best.pt is chosen on the seed's metric (val_windows='lines': its
-# 5,272 line windows of the val split, each from a zero context); the stream-window PPL is recorded beside it.
+# cosine to 1e-4 over the run, weight decay 0.01, clip 1.0. best.pt is chosen on the seed's metric
+# (val_windows='lines': its line windows of the val split, each from a zero context); the stream-window PPL is
+# recorded beside it.
 # Why Muon: with the seed's init and no residuals, AdamW first sits on a unigram plateau (loss ~4.2) for hundreds of
 # steps; Muon's orthogonalised updates leave it at once (300-iteration probes: results/cpu/newllm_probes_300.json).
 #   python train.py config/wt2_newllm.py
