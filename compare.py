@@ -267,8 +267,7 @@ def evaluate_run(out_dir, context_lengths, device):
     results, _ = read_run(out_dir)
     model, ckpt = ckpt_io.load_model(os.path.join(out_dir, 'best.pt'), device)
     cfg, meta, model_type = ckpt['config'], ckpt['meta'], ckpt['model_type']
-    data_dir = cfg['dataset'] if os.path.isdir(cfg['dataset']) else os.path.join('data', cfg['dataset'])
-    val = np.memmap(os.path.join(data_dir, 'val.bin'), dtype=np.uint16, mode='r')
+    val = data.load_split(data.dataset_dir(cfg['dataset']), 'val')
     block, batch = cfg['block_size'], cfg['batch_size']
     dtype = results.get('dtype') or cfg.get('dtype')
     ctx = autocast_ctx(device, dtype)

@@ -42,10 +42,15 @@ def prepare_hint(prepare_args):
 def load_meta(dataset, prepare_args=''):
     """
     -> (data_dir, meta). prepare_args: the prepare.py arguments the run expects its data to come from ('' = no
-    expectation): a missing dataset's error prints that command, and data made with other options is refused
-    (FileNotFoundError / ValueError, one line each).
+    expectation, except for <wikitext2|wikitext103|dailydialog>-gpt2, whose name says it all): a missing dataset's
+    error prints that command, and data made with other options is refused (FileNotFoundError / ValueError).
     """
     data_dir = dataset_dir(dataset)
+    base = os.path.basename(dataset.rstrip('/'))
+    if not prepare_args and base.endswith('-gpt2'):
+        import prepare
+        if base[:-5] in prepare.DATASETS:
+            prepare_args = base[:-5]
     if prepare_args:
         setup, name = prepare_setup(prepare_args)
         if data_dir != dataset and name != dataset:

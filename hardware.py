@@ -76,8 +76,8 @@ def matmul_rates(device, dtypes, seconds=0.05, tries=3):
     FLOP/s of an n x n @ n x n matmul in each of dtypes (torch dtypes) on device: the best of `tries` timings of
     about `seconds` each (the best, because a shared machine can only make a try slower, never faster), the dtypes
     taking turns try by try so that a change in the machine's load hits them alike. n is 4096 on CUDA and 1024
-    elsewhere, or 256 for a dtype whose 1024 matmul would take longer than `seconds` (an emulated dtype: the rate
-    is what matters, and it is low either way). -> {dtype: (flop_per_second, n)}
+    elsewhere, or 256 for all when a dtype's 1024 matmul would take longer than `seconds` (an emulated dtype: the
+    rate is what matters, and it is low either way). -> {dtype: (flop_per_second, n)}
     """
     def timed(a, b, budget):
         a @ b  # warm-up (first-call kernels, caches)
@@ -96,22 +96,15 @@ def matmul_rates(device, dtypes, seconds=0.05, tries=3):
     def operands(n, dtype):
         return [torch.randn(n, n, generator=gen).to(device=device, dtype=dtype) for _ in range(2)]
 
-    pairs = {}
-    for dtype in dtypes:
-        n = 4096 if device_type(device) == 'cuda' else 1024
-        if n == 1024 and 2 * 1024 ** 3 / timed(*operands(256, dtype), 0.02) > seconds:
-            n = 256
-        pairs[dtype] = operands(n, dtype)
+    n = 4096 if device_type(device) == 'cuda' else 1024
+    if n == 1024 and any(2 * 1024 ** 3 / timed(*operands(256, dtype), 0.02) > seconds for dtype in dtypes):
+        n = 256  # one size for every dtype: rates at different sizes would not compare
+    pairs = {dtype: operands(n, dtype) for dtype in dtypes}
     best = {dtype: 0.0 for dtype in dtypes}
     for _ in range(tries):
         for dtype, (a, b) in pairs.items():
             best[dtype] = max(best[dtype], timed(a, b, seconds))
     return {dtype: (best[dtype], pairs[dtype][0].shape[0]) for dtype in dtypes}
-
-
-def matmul_rate(device, dtype, seconds=0.05, tries=3):
-    """matmul_rates for one dtype -> (flop_per_second, n)."""
-    return matmul_rates(device, (dtype,), seconds, tries)[dtype]
 
 
 @functools.lru_cache(maxsize=None)

@@ -78,6 +78,7 @@ DAILYDIALOG_HF = (("OpenRL/daily_dialog", None), ("li2017dailydialog/daily_dialo
 CHUNK_BYTES = 1 << 20  # text per tokenization task
 MAX_CHUNK_BYTES = 64 << 20  # cut anyway if no safe line comes (never in WikiText: most lines start with " X")
 DIALOGS_PER_CHUNK = 2000
+DATASETS = ("wikitext2", "wikitext103", "dailydialog")
 MAX_VOCAB = 1 << 16  # ids must fit np.uint16
 SPECIALS = {"bos_eos": ("<pad>", "<unk>", "<bos>", "<eos>"), "dialog": ("<pad>", "<unk>", "<bos>", "<eos>"),
             "concat": ("<unk>",)}
@@ -407,7 +408,7 @@ def parse_args(argv):
                "  New-LLM:   %(prog)s wikitext2 --tokenizer word --vocab_size 1000 --lowercase \\\n"
                "                 --line_format bos_eos --min_line_words 5\n"
                "  ResNet-BK: %(prog)s wikitext103 --tokenizer word --vocab_size 30000")
-    p.add_argument("dataset", choices=["wikitext2", "wikitext103", "dailydialog"])
+    p.add_argument("dataset", choices=DATASETS)
     p.add_argument("--tokenizer", choices=["gpt2", "word"], default="gpt2")
     p.add_argument("--vocab_size", type=int, help="word: number of ids, special tokens included")
     p.add_argument("--lowercase", action="store_true", help="word: lowercase the text before splitting")

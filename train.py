@@ -199,9 +199,6 @@ def log(*args):
 
 # -----------------------------------------------------------------------------
 # data (data.py): the splits as memmaps, the seed's line windows, batches as a pure function of the step
-_name = os.path.basename(dataset.rstrip('/'))
-if not prepare_args and _name.endswith('-gpt2') and _name[:-5] in ('wikitext2', 'wikitext103', 'dailydialog'):
-    prepare_args = _name[:-5]
 try:
     data_dir, meta = data.load_meta(dataset, prepare_args)
     train_data, val_data = data.load_split(data_dir, 'train'), data.load_split(data_dir, 'val')
@@ -209,6 +206,7 @@ except (FileNotFoundError, ValueError) as e:
     fail(e)
 if data_limit:
     train_data = train_data[:data_limit]
+bos = meta['special_tokens'].get('<bos>')
 if batch_mode == 'random':
     for name, split in (('train', train_data), ('val', val_data)):
         if len(split) < block_size + 1:
@@ -216,9 +214,8 @@ if batch_mode == 'random':
                  f", fewer than block_size + 1 = {block_size + 1}")
     n_train_windows = 0
 else:
-    if meta['special_tokens'].get('<bos>') is None:
+    if bos is None:
         fail("batch_mode='seed_lines' needs <bos> segments (prepare.py --line_format bos_eos)")
-    bos = meta['special_tokens']['<bos>']
     train_lines = data.line_windows(train_data, block_size + 1, bos)
     val_lines = data.line_windows(val_data, block_size + 1, bos)
     if len(train_lines[0]) == 0 or len(val_lines[0]) == 0:
@@ -229,7 +226,6 @@ else:
 val_kinds = [val_windows or ('lines' if batch_mode == 'seed_lines' else 'stream')]
 if val_kinds[0] not in ('stream', 'lines'):
     fail(f"val_windows must be 'stream', 'lines' or '', not {val_windows!r}")
-bos = meta['special_tokens'].get('<bos>')
 if val_kinds[0] == 'lines' and bos is None:
     fail("val_windows='lines' needs <bos> lines (prepare.py --line_format bos_eos)")
 if bos is not None:
@@ -317,7 +313,6 @@ if checkpoint is not None:
 model.to(device)
 
 optimizers = optim.build(model, optimizer, learning_rate, weight_decay, (beta1, beta2), muon_momentum, device_type)
-fused = device_type in ('cpu', 'cuda')  # optim.build's choice; the saved state must not override it
 scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == 'float16'))
 
 
@@ -343,9 +338,9 @@ if init_from == 'resume':
         fail(f"{out_dir}/ckpt.pt holds the state of {len(saved)} optimizer(s), optimizer={optimizer!r} has "
              f"{len(optimizers)}: resume with the optimizer the run started with")
     for opt, state in zip(optimizers, saved):
-        for group in state['param_groups']:
-            if 'fused' in group:
-                group['fused'] = fused         # the saved groups' flag would win (the run may be on another device)
+        if 'fused' in opt.defaults:  # the saved groups' flag would win (the run may be on another device)
+            for group in state['param_groups']:
+                group['fused'] = opt.defaults['fused']
         opt.load_state_dict(state)
     scaler.load_state_dict(checkpoint['scaler'])
     saved = checkpoint.get('rng') or [(checkpoint['rng_cpu'], checkpoint.get('rng_cuda'))]  # or an older run's
@@ -556,10 +551,12 @@ while True:
     if max_time and train_seconds >= max_time:
         stop_reason = f"reached max_time ({max_time:.0f} s)"
         break
-    signalled = torch.tensor(float(stop_signal is not None))
+    signalled = stop_signal is not None
     if ddp:  # every rank stops at the same iteration
-        dist.all_reduce(signalled, op=dist.ReduceOp.MAX)
-    if signalled.item():
+        flag = torch.tensor(float(signalled))
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        signalled = bool(flag.item())
+    if signalled:
         stop_reason = f"{stop_signal or 'a signal on another rank'}: ckpt.pt saved, resume with --init_from=resume"
         break
     epoch = iter_num // iters_per_epoch
@@ -578,7 +575,7 @@ while True:
             _, loss = model(x, y)
             loss = loss / local_accum_steps
         loss_value += loss.detach().float()
-        aux_value += sum(aux_losses().values(), torch.zeros((), device=device)) / local_accum_steps
+        aux_value += sum(aux_losses().values(), 0.0) / local_accum_steps
         scaler.scale(loss).backward()
     if ddp:
         dist.all_reduce(loss_value, op=dist.ReduceOp.AVG)

@@ -37,8 +37,8 @@ def test_explicit_slow_dtype_warns_and_still_runs():
 def test_measured_rates_are_positive_and_leave_the_rng_alone():
     torch.manual_seed(0)
     before = torch.get_rng_state()
-    rate, n = hardware.matmul_rate('cpu', torch.float32, seconds=0.005, tries=2)
-    assert rate > 1e6 and n in (256, 1024)
+    rates = hardware.matmul_rates('cpu', (torch.float32, torch.bfloat16), seconds=0.005, tries=2)
+    assert all(rate > 1e6 and n in (256, 1024) for rate, n in rates.values())
     assert torch.equal(torch.get_rng_state(), before)
 
 
