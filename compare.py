@@ -1,9 +1,10 @@
 """
 The seeds' question in one command (issue 19): GPT, New-LLM, ResNet-BK and an LSTM at equal size, each at the
-learning rate one common probe sweep picks, several seeds; and a recall probe. Everything lands in results/compare/.
+optimizer and learning rate one common probe sweep picks, several seeds; and a recall probe. Everything lands in
+results/compare/.
 
-    python compare.py --task lm                          # WikiText-2 word-1000, 5M tokens x 3 seeds per model
-    python compare.py --task lm --tokens 5e6 --seeds 3 --lrs 1e-3,2e-3,4e-3,8e-3 --jobs 2
+    python compare.py --task lm                          # WikiText-2 word-1000, 4M tokens x 3 seeds per model
+    python compare.py --task lm --tokens 4e6 --seeds 3 --grid adamw:2e-3,adamw:5e-3,muon:5e-3,muon:1e-2 --jobs 2
     python compare.py --task recall                      # MQAR (mqar.py)
     python compare.py --task lm --quick --dataset DIR    # tiny models and budget, the whole pipeline (tests)
 
@@ -13,13 +14,16 @@ once, each a process with OMP_NUM_THREADS=--threads (default: one 1-thread run p
 measured with the other cores busy with other runs.
 
 LM task, per model m of --models with its settings in config/cmp_<m>.py (2.74M parameters +-3%, the same data,
-windows, optimizer and schedule), every run at one device and dtype: train.py's 'auto' rule (hardware.py), decided
+windows and schedule), every run at one device and dtype: train.py's 'auto' rule (hardware.py), decided
 once here (pin it with --dtype, so that a rerun's runs are reused even if the measurement would now pick the other):
-  1. probe sweep: `python train.py config/cmp_<m>.py --learning_rate=lr --min_lr=lr/10 --max_iters=P ...` for every
-     lr of --lrs, P iterations of --probe_tokens (the cosine over the probe), the whole val split at the end. The
-     lowest val loss picks m's learning rate (a diverged probe loses). Same grid and budget for every model.
-  2. runs: every model x seed (0 .. --seeds - 1) trained for --tokens at its learning rate, the whole val split
-     evaluated --evals times: val PPL against tokens and against training seconds (train.py's history.json).
+  1. probe sweep: `python train.py config/cmp_<m>.py --optimizer=o --learning_rate=lr --min_lr=lr/10 --max_iters=P
+     ...` for every o:lr of --grid, P iterations of --probe_tokens (the cosine over the probe), the whole val split at
+     the end. The lowest val loss picks m's optimizer and learning rate (a diverged probe loses). Same grid and budget
+     for every model. The grid holds Muon beside AdamW because AdamW leaves New-LLM near the unigram loss for its
+     first ~2M tokens (results/README.md, the plateau): with AdamW only, the comparison would mostly measure which
+     model suffers that plateau. (Muon's lr is on AdamW's scale: optim.py matches their update sizes.)
+  2. runs: every model x seed (0 .. --seeds - 1) trained for --tokens at its optimizer and learning rate, the whole
+     val split evaluated --evals times: val PPL against tokens and against training seconds (train.py's history.json).
   3. per run, from its best.pt, with eval.py's functions at the run's dtype: val PPL and accuracy in the
      training windows (train.py's final evaluation), with the state carried through the split (recurrent models,
      as eval.py --carry_state), on the New-LLM seed's line windows (train.py's batch_mode='seed_lines' metric; data
@@ -227,8 +231,9 @@ def lm_setup(args):
     return setups
 
 
-def train_argv(args, s, out_dir, lr, iters, seed, evals):
-    argv = ['train.py', s['config_file'], f'--out_dir={out_dir}', f'--seed={seed}', f'--learning_rate={lr:g}',
+def train_argv(args, s, out_dir, optimizer, lr, iters, seed, evals):
+    argv = ['train.py', s['config_file'], f'--out_dir={out_dir}', f'--seed={seed}', f'--optimizer={optimizer}',
+            f'--learning_rate={lr:g}',
             f'--min_lr={lr / 10:g}', f'--max_iters={iters}', f'--lr_decay_iters={iters}',
             f'--eval_interval={max(1, iters // evals)}', '--eval_full=True', '--max_time=0', '--max_epochs=0',
             '--patience=0', '--init_from=scratch']
@@ -326,7 +331,7 @@ def lm_task(args):
         fail(f"{e}")
     args.dtype, args.dtype_choice = choice.dtype, choice.reason
     log(f"LM comparison: {', '.join(args.models)}; {args.tokens:,.0f} tokens x {args.seeds} seeds; probe sweep "
-        f"{', '.join(f'{lr:g}' for lr in args.lrs)} at {args.probe_tokens:,.0f} tokens each; {args.device}, "
+        f"{', '.join(f'{o}:{lr:g}' for o, lr in args.grid)} at {args.probe_tokens:,.0f} tokens each; {args.device}, "
         f"{choice.reason}")
     for m, s in setups.items():
         off = s['params'] / TARGET_PARAMS - 1
@@ -340,16 +345,17 @@ def lm_task(args):
     probes = []
     for m, s in setups.items():
         iters = max(1, round(args.probe_tokens / s['tokens_per_iter']))
-        for lr in args.lrs:
-            d = os.path.join(work, 'probe', f'{m}_lr{lr:g}')
-            probes.append((m, lr, Job(f"probe {m} lr {lr:g}", train_argv(args, s, d, lr, iters, 0, 1), d,
-                                      'results.json')))
-    run_jobs([j for _, _, j in probes], args.jobs, args.threads)
+        for o, lr in args.grid:
+            d = os.path.join(work, 'probe', f'{m}_{o}_lr{lr:g}')
+            probes.append((m, o, lr, Job(f"probe {m} {o} lr {lr:g}", train_argv(args, s, d, o, lr, iters, 0, 1), d,
+                                         'results.json')))
+    run_jobs([j for *_, j in probes], args.jobs, args.threads)
     probe_out, chosen = {m: [] for m in setups}, {}
-    for m, lr, job in probes:
+    for m, o, lr, job in probes:
         results, history = read_run(job.out_dir)
         loss = run_loss(results, history)
-        probe_out[m].append({'lr': lr, 'val_loss': loss, 'val_ppl': math.exp(loss) if math.isfinite(loss) else None,
+        probe_out[m].append({'optimizer': o, 'lr': lr, 'val_loss': loss,
+                             'val_ppl': math.exp(loss) if math.isfinite(loss) else None,
                              'tokens': results['total_tokens'], 'seconds': results['training_time'],
                              'stop_reason': results.get('stop_reason'), 'out_dir': job.out_dir,
                              'command': 'python ' + shlex.join(job.argv),
@@ -358,10 +364,11 @@ def lm_task(args):
     for m in setups:
         best = min(probe_out[m], key=lambda p: p['val_loss'])
         if not math.isfinite(best['val_loss']):
-            fail(f"every probe of {m} diverged; try lower --lrs")
-        chosen[m] = best['lr']
-        log(f"  {m}: " + ', '.join(f"lr {p['lr']:g} -> val PPL {p['val_ppl']:.2f}" if p['val_ppl'] else
-                                   f"lr {p['lr']:g} -> diverged" for p in probe_out[m]) + f"; picked {best['lr']:g}")
+            fail(f"every probe of {m} diverged; try lower learning rates in --grid")
+        chosen[m] = {'optimizer': best['optimizer'], 'lr': best['lr']}
+        log(f"  {m}: " + ', '.join(f"{p['optimizer']} {p['lr']:g} -> " +
+                                   (f"val PPL {p['val_ppl']:.2f}" if p['val_ppl'] else "diverged")
+                                   for p in probe_out[m]) + f"; picked {best['optimizer']} {best['lr']:g}")
 
     # 2. the runs
     log("runs:")
@@ -370,8 +377,8 @@ def lm_task(args):
         iters = max(1, round(args.tokens / s['tokens_per_iter']))
         for seed in range(args.seeds):
             d = os.path.join(work, 'run', f'{m}_seed{seed}')
-            runs.append((m, seed, Job(f"{m} seed {seed}", train_argv(args, s, d, chosen[m], iters, seed, args.evals),
-                                      d, 'results.json')))
+            argv = train_argv(args, s, d, chosen[m]['optimizer'], chosen[m]['lr'], iters, seed, args.evals)
+            runs.append((m, seed, Job(f"{m} seed {seed}", argv, d, 'results.json')))
     run_jobs([j for _, _, j in runs], args.jobs, args.threads)
 
     # 3. metrics of every run, with all the cores now free
@@ -384,7 +391,7 @@ def lm_task(args):
         t0 = time.time()
         extra = evaluate_run(job.out_dir, args.context, device)
         final = results.get('final_eval_of_best', {}).get('val', {})
-        per_run.append({'model': m, 'seed': seed, 'lr': chosen[m], 'out_dir': job.out_dir,
+        per_run.append({'model': m, 'seed': seed, **chosen[m], 'out_dir': job.out_dir,
                         'command': 'python ' + shlex.join(job.argv), 'params': results['num_params'],
                         'tokens': results['total_tokens'], 'iterations': results['iterations'],
                         'train_seconds': results['training_time'],
@@ -406,7 +413,7 @@ def lm_task(args):
               'settings': vars(args),
               'models': {m: {'config_file': s['config_file'], 'model_type': s['model_type'],
                              'model_args': s['model_args'], 'params': s['params'],
-                             'params_vs_target': s['params'] / TARGET_PARAMS - 1, 'lr': chosen[m],
+                             'params_vs_target': s['params'] / TARGET_PARAMS - 1, **chosen[m],
                              'tokens_per_iter': s['tokens_per_iter']} for m, s in setups.items()},
               'dataset': {'name': next(iter(setups.values()))['dataset'],
                           'splits': next(iter(setups.values()))['meta'].get('splits')},
@@ -456,15 +463,18 @@ def lm_markdown(report):
     lines = [f"# GPT vs New-LLM vs ResNet-BK vs LSTM at equal size ({report['dataset']['name']})", '',
              f"`{report['command']}` — {report['date']} — {dev}, torch {mach['torch']}", '',
              f"Each model: {report['settings']['tokens']:,.0f} training tokens, {seeds} seed(s), mean ± standard "
-             f"deviation over seeds; learning rate from the probe sweep (lm_probes.json). Val PPL: token perplexity "
+             f"deviation over seeds; optimizer and learning rate from the probe sweep (lm_probes.json). Val PPL: "
+             f"token perplexity "
              f"of the whole val split in the training windows, each from a fresh start; 'state carried': the "
              f"recurrent models reading the split as long streams; 'line windows': the New-LLM seed's metric.", '',
-             '| model | params | lr | dtype | val PPL | val PPL, state carried | val PPL, line windows | accuracy |',
+             '| model | params | optimizer, lr | dtype | val PPL | val PPL, state carried | val PPL, line windows '
+             '| accuracy |',
              '|---|---|---|---|---|---|---|---|']
     for m in models:
         info, s = report['models'][m], S[m]
         dts = sorted({str(r['dtype']) for r in report['runs'] if r['model'] == m})
-        lines.append(f"| {m} | {info['params']:,} ({100 * info['params_vs_target']:+.1f}%) | {info['lr']:g} | "
+        lines.append(f"| {m} | {info['params']:,} ({100 * info['params_vs_target']:+.1f}%) | "
+                     f"{info['optimizer']} {info['lr']:g} | "
                      f"{', '.join(dts)} | {pm(s['val_ppl'])} | {pm(s['carry_ppl'])} | {pm(s['seed_lines_ppl'])} | "
                      f"{pm(s['val_accuracy'], 4)} |")
     lengths = [str(T) for T in report['settings']['gen_lengths']]
@@ -543,7 +553,7 @@ def plot_lm_curves(report, path):
     for i, m in enumerate(report['models']):
         runs = [r for r in report['runs'] if r['model'] == m]
         for k, r in enumerate(runs):
-            label = f"{m} ({report['models'][m]['params']:,} params, lr {r['lr']:g})" if k == 0 else None
+            label = f"{m} ({report['models'][m]['params']:,} params, {r['optimizer']} {r['lr']:g})" if k == 0 else None
             for ax, key, scale in ((axes[0], 'tokens', 1e6), (axes[1], 'seconds', 1.0)):
                 ax.plot([c[key] / scale for c in r['curve']], [c['val_ppl'] for c in r['curve']], color=f'C{i}',
                         marker='.', alpha=0.8, label=label)
@@ -717,6 +727,22 @@ def number_list(text, kind=float):
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, not {text!r}")
 
 
+def optimizer_lr_list(text):
+    """'adamw:2e-3,muon:1e-2' -> [('adamw', 0.002), ('muon', 0.01)]"""
+    import optim
+    pairs = []
+    for item in (x.strip() for x in text.split(',') if x.strip()):
+        name, _, lr = item.partition(':')
+        if name not in optim.OPTIMIZERS:
+            raise argparse.ArgumentTypeError(f"unknown optimizer {name!r} in {item!r}; "
+                                             f"choose from {', '.join(optim.OPTIMIZERS)}")
+        try:
+            pairs.append((name, float(lr)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected optimizer:lr, not {item!r}")
+    return pairs
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip(),
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -732,7 +758,8 @@ def main(argv=None):
     g.add_argument('--config_dir', default=None, help='where cmp_<model>.py are (default config)')
     g.add_argument('--tokens', type=float, default=None, help='training tokens per run (default 5e6)')
     g.add_argument('--seeds', type=int, default=None, help='runs per model (default 3)')
-    g.add_argument('--lrs', type=number_list, default=None, help='probe learning rates (default 1e-3,2e-3,4e-3,8e-3)')
+    g.add_argument('--grid', type=optimizer_lr_list, default=None,
+                   help='probe sweep, optimizer:lr pairs (default adamw:2e-3,adamw:5e-3,muon:5e-3,muon:1e-2)')
     g.add_argument('--probe_tokens', type=float, default=None, help='training tokens per probe (default 1e6)')
     g.add_argument('--evals', type=int, default=None, help='whole-val evaluations per run (default 6)')
     g.add_argument('--context', type=lambda t: number_list(t, int), default=None,
@@ -756,11 +783,13 @@ def main(argv=None):
     g.add_argument('--recall_seeds', type=int, default=None, help='runs per model and setting (default 1)')
     g.add_argument('--recall_eval', type=int, default=None, help='held-out sequences per setting (default 500)')
     args = p.parse_args(argv)
-    full = dict(tokens=5e6, seeds=3, lrs=[1e-3, 2e-3, 4e-3, 8e-3], probe_tokens=1e6, evals=6,
+    full = dict(tokens=4e6, seeds=3, grid=[('adamw', 2e-3), ('adamw', 5e-3), ('muon', 5e-3), ('muon', 1e-2)],
+                probe_tokens=1e6, evals=6,
                 context=[64, 256, 1024, 4096], gen_lengths=[64, 1024, 8192], gen_tokens=16,
                 recall_lengths=[32, 64], recall_pairs=[2, 4, 8], recall_vocab=18, recall_steps=3000,
                 recall_batch=32, recall_lr=1e-3, recall_seeds=1, recall_eval=500)
-    quick = dict(tokens=4 * 128, seeds=2, lrs=[1e-3, 1e-2], probe_tokens=2 * 128, evals=2, context=[8, 32],
+    quick = dict(tokens=4 * 128, seeds=2, grid=[('adamw', 1e-3), ('muon', 1e-2)], probe_tokens=2 * 128, evals=2,
+                 context=[8, 32],
                  gen_lengths=[16, 32], gen_tokens=2, recall_lengths=[12], recall_pairs=[1, 2], recall_vocab=16,
                  recall_steps=4, recall_batch=4, recall_lr=1e-3, recall_seeds=1, recall_eval=20)
     for k, v in (quick if args.quick else full).items():
@@ -776,8 +805,8 @@ def main(argv=None):
     if not args.models or len(set(args.models)) < len(args.models):
         fail("--models must name each model once")
     if min(args.jobs, args.threads, args.seeds, args.evals, args.recall_steps, args.recall_seeds) < 1 or \
-            min(args.tokens, args.probe_tokens) <= 0 or not args.lrs or min(args.lrs) <= 0:
-        fail("--jobs, --threads, --seeds, --evals, --tokens, --probe_tokens, --lrs and the recall "
+            min(args.tokens, args.probe_tokens) <= 0 or not args.grid or min(lr for _, lr in args.grid) <= 0:
+        fail("--jobs, --threads, --seeds, --evals, --tokens, --probe_tokens, --grid's lrs and the recall "
                          "budget must be positive")
     if args.task == 'lm':
         unknown = [m for m in args.models if m not in ckpt_io.MODELS]

@@ -20,7 +20,8 @@ def test_lm_task_quick(tmp_path):
     r = json.loads((out / 'lm.json').read_text())
     assert r['command'].startswith('python ') and r['date'] and r['machine']['cpu'] and r['machine']['cpu_count'] >= 1
     assert isinstance(r['machine']['avx512_bf16'], bool)
-    assert set(r['models']) == {'gpt', 'lstm'} and all(m['lr'] in (1e-3, 1e-2) for m in r['models'].values())
+    assert set(r['models']) == {'gpt', 'lstm'} and all((m['optimizer'], m['lr']) in {('adamw', 1e-3), ('muon', 1e-2)}
+                                                   for m in r['models'].values())
     assert len(r['runs']) == 4 and {(x['model'], x['seed']) for x in r['runs']} == {(m, s) for m in ('gpt', 'lstm')
                                                                                    for s in (0, 1)}
     for x in r['runs']:
@@ -28,8 +29,10 @@ def test_lm_task_quick(tmp_path):
         assert x['seed_lines']['ppl'] > 1 and x['context']['buckets'][-1]['context_to'] == 32
         assert ('carry_state' in x) == (x['model'] == 'lstm')
     for m in ('gpt', 'lstm'):
-        assert len(r['probes'][m]) == 2 and r['models'][m]['lr'] == min(r['probes'][m],
-                                                                        key=lambda p: p['val_loss'])['lr']
+        best = min(r['probes'][m], key=lambda p: p['val_loss'])
+        assert len(r['probes'][m]) == 2 and (r['models'][m]['optimizer'], r['models'][m]['lr']) == (best['optimizer'],
+                                                                                                  best['lr'])
+        assert all(f"--optimizer={x['optimizer']} --learning_rate={x['lr']:g}" in x['command'] for x in r['runs'])
         assert set(r['generation'][m]) == {'16', '32'} and r['generation'][m]['32']['ms_per_token'] > 0
         assert r['summary'][m]['val_ppl']['n'] == 2
     probes = json.loads((out / 'lm_probes.json').read_text())
@@ -68,5 +71,7 @@ def test_spread_rule():
 def test_bad_input_is_one_line_error(tmp_path):
     p = run('compare.py', '--task', 'lm', '--quick', '--models', 'gpt,rnn', check=False)
     assert p.returncode != 0 and 'error: unknown model(s) rnn' in p.stderr
+    p = run('compare.py', '--task', 'lm', '--quick', '--grid', 'adamw:1e-3,sgd:1e-2', check=False)
+    assert p.returncode == 2 and "unknown optimizer 'sgd' in 'sgd:1e-2'" in p.stderr
     p = run('compare.py', '--task', 'lm', '--quick', f'--dataset={tmp_path}/none', check=False)
     assert p.returncode != 0 and 'not found' in p.stderr
