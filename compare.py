@@ -366,6 +366,10 @@ def lm_task(args):
         if not math.isfinite(best['val_loss']):
             fail(f"every probe of {m} diverged; try lower learning rates in --grid")
         chosen[m] = {'optimizer': best['optimizer'], 'lr': best['lr']}
+        edge = grid_edge(args.grid, best['optimizer'], best['lr'])
+        if edge:
+            chosen[m]['grid_edge'] = edge
+            log(f"  note: {m}'s pick is the {edge} {best['optimizer']} lr of the grid; a {edge} one may do better")
         log(f"  {m}: " + ', '.join(f"{p['optimizer']} {p['lr']:g} -> " +
                                    (f"val PPL {p['val_ppl']:.2f}" if p['val_ppl'] else "diverged")
                                    for p in probe_out[m]) + f"; picked {best['optimizer']} {best['lr']:g}")
@@ -430,6 +434,14 @@ def lm_task(args):
     return report
 
 
+def grid_edge(grid, optimizer, lr):
+    """'largest' or 'smallest' if lr is at that end of the grid's (more than one) lrs of optimizer, else None."""
+    lrs = sorted(x for o, x in grid if o == optimizer)
+    if len(lrs) < 2:
+        return None
+    return 'largest' if lr == lrs[-1] else 'smallest' if lr == lrs[0] else None
+
+
 def lm_summary(report):
     """Per model: mean +- std over seeds of every reported number."""
     out = {}
@@ -478,6 +490,11 @@ def lm_markdown(report):
                      f"{', '.join(dts)} | {pm(s['val_ppl'])} | {pm(s['carry_ppl'])} | {pm(s['seed_lines_ppl'])} | "
                      f"{pm(s['val_accuracy'], 4)} |")
     lengths = [str(T) for T in report['settings']['gen_lengths']]
+    for m in models:
+        if report['models'][m].get('grid_edge'):
+            info = report['models'][m]
+            lines += ['', f"{m}'s pick is the {info['grid_edge']} {info['optimizer']} learning rate of the probe grid: "
+                          f"a {info['grid_edge']} one might do better (lm_probes.json)."]
     lines += ['', f"Speed on this machine ({report['settings']['jobs']} run(s) at a time, "
                   f"{report['settings']['threads']} thread(s) each); generation: batch 1, greedy, 1 thread, "
                   f"ms per token and peak memory above the baseline at each context length (bench/lengths.py).", '',

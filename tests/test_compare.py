@@ -60,6 +60,13 @@ def test_recall_task_quick_and_reuse(tmp_path):
     assert '4 of 4 runs already done in their folders: reused' in p.stdout
 
 
+def test_grid_edge():
+    grid = compare.optimizer_lr_list('adamw:1e-3,adamw:2e-3,adamw:4e-3,muon:1e-2')
+    assert grid == [('adamw', 1e-3), ('adamw', 2e-3), ('adamw', 4e-3), ('muon', 1e-2)]
+    assert compare.grid_edge(grid, 'adamw', 4e-3) == 'largest' and compare.grid_edge(grid, 'adamw', 1e-3) == 'smallest'
+    assert compare.grid_edge(grid, 'adamw', 2e-3) is None and compare.grid_edge(grid, 'muon', 1e-2) is None
+
+
 def test_spread_rule():
     a, b, c = compare.stats([20.0, 20.5, 21.0]), compare.stats([22.0, 23.0, 22.5]), compare.stats([20.8, 22.2, 21.5])
     assert compare.separated(a, b) is True and compare.separated(a, c) is False
