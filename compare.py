@@ -4,7 +4,8 @@ optimizer and learning rate one common probe sweep picks, several seeds; and a r
 results/compare/.
 
     python compare.py --task lm                          # WikiText-2 word-1000, 4M tokens x 3 seeds per model
-    python compare.py --task lm --tokens 4e6 --seeds 3 --grid adamw:2e-3,adamw:5e-3,muon:5e-3,muon:1e-2 --jobs 2
+    python compare.py --task lm --tokens 4e6 --seeds 3 --jobs 2 \\
+        --grid adamw:2e-3,adamw:5e-3,muon:5e-3,muon:1e-2,muon:2e-2
     python compare.py --task recall                      # MQAR (mqar.py)
     python compare.py --task lm --quick --dataset DIR    # tiny models and budget, the whole pipeline (tests)
 
@@ -776,7 +777,8 @@ def main(argv=None):
     g.add_argument('--tokens', type=float, default=None, help='training tokens per run (default 5e6)')
     g.add_argument('--seeds', type=int, default=None, help='runs per model (default 3)')
     g.add_argument('--grid', type=optimizer_lr_list, default=None,
-                   help='probe sweep, optimizer:lr pairs (default adamw:2e-3,adamw:5e-3,muon:5e-3,muon:1e-2)')
+                   help='probe sweep, optimizer:lr pairs (default adamw:2e-3,adamw:5e-3,muon:5e-3,muon:1e-2,'
+                        'muon:2e-2)')
     g.add_argument('--probe_tokens', type=float, default=None, help='training tokens per probe (default 1e6)')
     g.add_argument('--evals', type=int, default=None, help='whole-val evaluations per run (default 6)')
     g.add_argument('--context', type=lambda t: number_list(t, int), default=None,
@@ -800,7 +802,8 @@ def main(argv=None):
     g.add_argument('--recall_seeds', type=int, default=None, help='runs per model and setting (default 1)')
     g.add_argument('--recall_eval', type=int, default=None, help='held-out sequences per setting (default 500)')
     args = p.parse_args(argv)
-    full = dict(tokens=4e6, seeds=3, grid=[('adamw', 2e-3), ('adamw', 5e-3), ('muon', 5e-3), ('muon', 1e-2)],
+    full = dict(tokens=4e6, seeds=3, grid=[('adamw', 2e-3), ('adamw', 5e-3), ('muon', 5e-3), ('muon', 1e-2),
+                                             ('muon', 2e-2)],
                 probe_tokens=1e6, evals=6,
                 context=[64, 256, 1024, 4096], gen_lengths=[64, 1024, 8192], gen_tokens=16,
                 recall_lengths=[32, 64], recall_pairs=[2, 4, 8], recall_vocab=18, recall_steps=3000,
