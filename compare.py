@@ -5,7 +5,7 @@ results/compare/.
 
     python compare.py --task lm                          # WikiText-2 word-1000, 4M tokens x 3 seeds per model
     python compare.py --task lm --tokens 4e6 --seeds 3 --jobs 2 \\
-        --grid adamw:2e-3,adamw:5e-3,muon:5e-3,muon:1e-2,muon:2e-2
+        --grid adamw:2e-3,adamw:5e-3,muon:5e-3,muon:1e-2,muon:2e-2,muon:4e-2
     python compare.py --task recall                      # MQAR (mqar.py)
     python compare.py --task lm --quick --dataset DIR    # tiny models and budget, the whole pipeline (tests)
 
@@ -370,7 +370,8 @@ def lm_task(args):
         edge = grid_edge(args.grid, best['optimizer'], best['lr'])
         if edge:
             chosen[m]['grid_edge'] = edge
-            log(f"  note: {m}'s pick is the {edge} {best['optimizer']} lr of the grid; a {edge} one may do better")
+            log(f"  note: {m}'s pick is the {edge} {best['optimizer']} lr of the grid; a {EDGE_WORD[edge]} one may do "
+                f"better")
         log(f"  {m}: " + ', '.join(f"{p['optimizer']} {p['lr']:g} -> " +
                                    (f"val PPL {p['val_ppl']:.2f}" if p['val_ppl'] else "diverged")
                                    for p in probe_out[m]) + f"; picked {best['optimizer']} {best['lr']:g}")
@@ -435,6 +436,9 @@ def lm_task(args):
     return report
 
 
+EDGE_WORD = {'largest': 'larger', 'smallest': 'smaller'}
+
+
 def grid_edge(grid, optimizer, lr):
     """'largest' or 'smallest' if lr is at that end of the grid's (more than one) lrs of optimizer, else None."""
     lrs = sorted(x for o, x in grid if o == optimizer)
@@ -495,7 +499,7 @@ def lm_markdown(report):
         if report['models'][m].get('grid_edge'):
             info = report['models'][m]
             lines += ['', f"{m}'s pick is the {info['grid_edge']} {info['optimizer']} learning rate of the probe grid: "
-                          f"a {info['grid_edge']} one might do better (lm_probes.json)."]
+                          f"a {EDGE_WORD[info['grid_edge']]} one might do better (lm_probes.json)."]
     lines += ['', f"Speed on this machine ({report['settings']['jobs']} run(s) at a time, "
                   f"{report['settings']['threads']} thread(s) each); generation: batch 1, greedy, 1 thread, "
                   f"ms per token and peak memory above the baseline at each context length (bench/lengths.py).", '',
@@ -778,7 +782,7 @@ def main(argv=None):
     g.add_argument('--seeds', type=int, default=None, help='runs per model (default 3)')
     g.add_argument('--grid', type=optimizer_lr_list, default=None,
                    help='probe sweep, optimizer:lr pairs (default adamw:2e-3,adamw:5e-3,muon:5e-3,muon:1e-2,'
-                        'muon:2e-2)')
+                        'muon:2e-2,muon:4e-2)')
     g.add_argument('--probe_tokens', type=float, default=None, help='training tokens per probe (default 1e6)')
     g.add_argument('--evals', type=int, default=None, help='whole-val evaluations per run (default 6)')
     g.add_argument('--context', type=lambda t: number_list(t, int), default=None,
@@ -803,7 +807,7 @@ def main(argv=None):
     g.add_argument('--recall_eval', type=int, default=None, help='held-out sequences per setting (default 500)')
     args = p.parse_args(argv)
     full = dict(tokens=4e6, seeds=3, grid=[('adamw', 2e-3), ('adamw', 5e-3), ('muon', 5e-3), ('muon', 1e-2),
-                                             ('muon', 2e-2)],
+                                             ('muon', 2e-2), ('muon', 4e-2)],
                 probe_tokens=1e6, evals=6,
                 context=[64, 256, 1024, 4096], gen_lengths=[64, 1024, 8192], gen_tokens=16,
                 recall_lengths=[32, 64], recall_pairs=[2, 4, 8], recall_vocab=18, recall_steps=3000,
