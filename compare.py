@@ -25,6 +25,9 @@ once here (pin it with --dtype, so that a rerun's runs are reused even if the me
      model suffers that plateau. (Muon's lr is on AdamW's scale: optim.py matches their update sizes.)
   2. runs: every model x seed (0 .. --seeds - 1) trained for --tokens at its optimizer and learning rate, the whole
      val split evaluated --evals times: val PPL against tokens and against training seconds (train.py's history.json).
+     A pick that diverges in a run (an evaluation worse than a uniform guess, val loss > ln V; the probe's shorter
+     cosine can hide an lr too large for the full run) is dropped for the model's next-best probe setting, all its
+     seeds run again (folders <m>_seed<k>_<optimizer><lr>), and lm.md says so.
   3. per run, from its best.pt, with eval.py's functions at the run's dtype: val PPL and accuracy in the
      training windows (train.py's final evaluation), with the state carried through the split (recurrent models,
      as eval.py --carry_state), on the New-LLM seed's line windows (train.py's batch_mode='seed_lines' metric; data
@@ -362,10 +365,12 @@ def lm_task(args):
                              'command': 'python ' + shlex.join(job.argv),
                              'curve': [{'tokens': h['tokens'], 'seconds': h['seconds'], 'val_loss': h['val_loss']}
                                        for h in history]})
+    ranked = {}   # per model: the finite probes, best first (a pick that diverges in the runs falls to the next)
     for m in setups:
-        best = min(probe_out[m], key=lambda p: p['val_loss'])
-        if not math.isfinite(best['val_loss']):
+        ranked[m] = sorted((p for p in probe_out[m] if math.isfinite(p['val_loss'])), key=lambda p: p['val_loss'])
+        if not ranked[m]:
             fail(f"every probe of {m} diverged; try lower learning rates in --grid")
+        best = ranked[m][0]
         chosen[m] = {'optimizer': best['optimizer'], 'lr': best['lr']}
         edge = grid_edge(args.grid, best['optimizer'], best['lr'])
         if edge:
@@ -376,16 +381,41 @@ def lm_task(args):
                                    (f"val PPL {p['val_ppl']:.2f}" if p['val_ppl'] else "diverged")
                                    for p in probe_out[m]) + f"; picked {best['optimizer']} {best['lr']:g}")
 
-    # 2. the runs
+    # 2. the runs; a model whose pick diverges in a run (the probe is shorter) is run again at its next-best probe
     log("runs:")
-    runs = []
-    for m, s in setups.items():
-        iters = max(1, round(args.tokens / s['tokens_per_iter']))
-        for seed in range(args.seeds):
-            d = os.path.join(work, 'run', f'{m}_seed{seed}')
-            argv = train_argv(args, s, d, chosen[m]['optimizer'], chosen[m]['lr'], iters, seed, args.evals)
-            runs.append((m, seed, Job(f"{m} seed {seed}", argv, d, 'results.json')))
-    run_jobs([j for _, _, j in runs], args.jobs, args.threads)
+    runs, diverged = [], {m: [] for m in setups}
+    todo = list(setups)
+    while todo:
+        batch = []
+        for m in todo:
+            s, c = setups[m], chosen[m]
+            iters = max(1, round(args.tokens / s['tokens_per_iter']))
+            for seed in range(args.seeds):
+                name = f'{m}_seed{seed}' if not diverged[m] else f"{m}_seed{seed}_{c['optimizer']}{c['lr']:g}"
+                d = os.path.join(work, 'run', name)
+                argv = train_argv(args, s, d, c['optimizer'], c['lr'], iters, seed, args.evals)
+                batch.append((m, seed, Job(f"{m} seed {seed} ({c['optimizer']} {c['lr']:g})", argv, d,
+                                           'results.json')))
+        run_jobs([j for _, _, j in batch], args.jobs, args.threads)
+        todo = []
+        for m in dict.fromkeys(m for m, _, _ in batch):
+            mine = [(seed, job) for mm, seed, job in batch if mm == m]
+            bad = [(seed, job, diverged_at(job.out_dir, setups[m]['meta'])) for seed, job in mine]
+            bad = [(seed, job, at) for seed, job, at in bad if at is not None]
+            if not bad:
+                runs += [(m, seed, job) for seed, job in mine]
+                continue
+            diverged[m].append({'optimizer': chosen[m]['optimizer'], 'lr': chosen[m]['lr'],
+                                'seeds': [{'seed': seed, 'iter': at, 'out_dir': job.out_dir} for seed, job, at in bad]})
+            tried = len(diverged[m])
+            if tried >= len(ranked[m]):
+                fail(f"{m} diverged at every setting of the probe grid")
+            nxt = ranked[m][tried]
+            log(f"  {m}: {chosen[m]['optimizer']} {chosen[m]['lr']:g} diverged in seed(s) "
+                f"{', '.join(str(seed) for seed, _, _ in bad)}; again at the next-best probe, {nxt['optimizer']} "
+                f"{nxt['lr']:g}")
+            chosen[m] = {'optimizer': nxt['optimizer'], 'lr': nxt['lr'], 'after_divergence': True}
+            todo.append(m)
 
     # 3. metrics of every run, with all the cores now free
     log("evaluation of the best checkpoints:")
@@ -423,17 +453,32 @@ def lm_task(args):
                              'tokens_per_iter': s['tokens_per_iter']} for m, s in setups.items()},
               'dataset': {'name': next(iter(setups.values()))['dataset'],
                           'splits': next(iter(setups.values()))['meta'].get('splits')},
-              'probes': probe_out, 'runs': per_run, 'generation': generation}
+              'probes': probe_out, 'diverged': diverged, 'runs': per_run, 'generation': generation}
     report['summary'] = lm_summary(report)
     os.makedirs(args.out, exist_ok=True)
     ckpt_io.atomic_write_text(json.dumps(report, indent=1), os.path.join(args.out, 'lm.json'))
     ckpt_io.atomic_write_text(json.dumps({'command': report['command'], 'date': report['date'], 'probes': probe_out,
                                           'chosen': chosen}, indent=1), os.path.join(args.out, 'lm_probes.json'))
-    ckpt_io.atomic_write_text(lm_markdown(report), os.path.join(args.out, 'lm.md'))
-    plot_lm_curves(report, os.path.join(args.out, 'lm_curves.png'))
-    plot_lm_context(report, os.path.join(args.out, 'lm_context.png'))
+    write_lm_report(report, args.out)
     log(f"wrote {args.out}/lm.json, lm.md, lm_probes.json, lm_curves.png, lm_context.png")
     return report
+
+
+def diverged_at(out_dir, meta):
+    """The iteration of a run's first evaluation worse than a uniform guess over the vocabulary (val loss above
+    ln V) or not finite, or of train.py's divergence stop; None if the run did not diverge."""
+    results, history = read_run(out_dir)
+    for h in history:
+        loss = h['val_loss']
+        if loss is not None and not (loss <= math.log(meta['vocab_size'])):
+            return h['iter']
+    return results.get('iterations') if 'diverged' in str(results.get('stop_reason', '')) else None
+
+
+def write_lm_report(report, out):
+    ckpt_io.atomic_write_text(lm_markdown(report), os.path.join(out, 'lm.md'))
+    plot_lm_curves(report, os.path.join(out, 'lm_curves.png'))
+    plot_lm_context(report, os.path.join(out, 'lm_context.png'))
 
 
 EDGE_WORD = {'largest': 'larger', 'smallest': 'smaller'}
@@ -495,11 +540,28 @@ def lm_markdown(report):
                      f"{', '.join(dts)} | {pm(s['val_ppl'])} | {pm(s['carry_ppl'])} | {pm(s['seed_lines_ppl'])} | "
                      f"{pm(s['val_accuracy'], 4)} |")
     lengths = [str(T) for T in report['settings']['gen_lengths']]
+    cells = list(dict.fromkeys((p['optimizer'], p['lr']) for m in models for p in report['probes'][m]))
+    lines += ['', f"Probe sweep: val PPL (whole split, training windows) after "
+                  f"{report['settings']['probe_tokens']:,.0f} training tokens, seed 0, the cosine over the probe; "
+                  f"**bold**: the pick.", '',
+              '| model | ' + ' | '.join(f'{o} {lr:g}' for o, lr in cells) + ' |', '|---|' + '---|' * len(cells)]
     for m in models:
+        got = {(p['optimizer'], p['lr']): p['val_ppl'] for p in report['probes'][m]}
+        info = report['models'][m]
+        row = [('diverged' if got.get(c, 0) is None else f"{got[c]:.2f}" if c in got else 'n/a') for c in cells]
+        row = [f'**{v}**' if c == (info['optimizer'], info['lr']) else v for c, v in zip(cells, row)]
+        lines.append(f"| {m} | " + ' | '.join(row) + ' |')
+    for m in models:
+        for d in report.get('diverged', {}).get(m, []):
+            lines += ['', f"{m} at {d['optimizer']} {d['lr']:g} diverged over the full run (val loss above ln V, a "
+                          f"uniform guess) in seed(s) " +
+                          ', '.join(f"{x['seed']} (evaluation at iteration {x['iter']})" for x in d['seeds']) +
+                          f"; its runs are at the next-best probe setting ({report['models'][m]['optimizer']} "
+                          f"{report['models'][m]['lr']:g})."]
         if report['models'][m].get('grid_edge'):
             info = report['models'][m]
             lines += ['', f"{m}'s pick is the {info['grid_edge']} {info['optimizer']} learning rate of the probe grid: "
-                          f"a {EDGE_WORD[info['grid_edge']]} one might do better (lm_probes.json)."]
+                          f"a {EDGE_WORD[info['grid_edge']]} one might do better."]
     lines += ['', f"Speed on this machine ({report['settings']['jobs']} run(s) at a time, "
                   f"{report['settings']['threads']} thread(s) each); generation: batch 1, greedy, 1 thread, "
                   f"ms per token and peak memory above the baseline at each context length (bench/lengths.py).", '',
@@ -662,10 +724,14 @@ def recall_task(args):
               'settings': vars(args), 'models': {m: configs[m] for m in args.models}, 'runs': runs}
     os.makedirs(args.out, exist_ok=True)
     ckpt_io.atomic_write_text(json.dumps(report, indent=1), os.path.join(args.out, 'recall.json'))
-    ckpt_io.atomic_write_text(recall_markdown(report), os.path.join(args.out, 'recall.md'))
-    plot_recall(report, os.path.join(args.out, 'recall.png'))
+    write_recall_report(report, args.out)
     log(f"wrote {args.out}/recall.json, recall.md, recall.png")
     return report
+
+
+def write_recall_report(report, out):
+    ckpt_io.atomic_write_text(recall_markdown(report), os.path.join(out, 'recall.md'))
+    plot_recall(report, os.path.join(out, 'recall.png'))
 
 
 def recall_cells(report):
@@ -775,6 +841,8 @@ def main(argv=None):
     p.add_argument('--jobs', type=int, default=os.cpu_count() or 1, help='runs at once (default: one per core)')
     p.add_argument('--threads', type=int, default=1, help='threads per run (OMP_NUM_THREADS)')
     p.add_argument('--quick', action='store_true', help='tiny models and budget: the whole pipeline in seconds')
+    p.add_argument('--render', action='store_true',
+                   help="run nothing: write the task's markdown table and plots again from its JSON in --out")
     g = p.add_argument_group('LM task')
     g.add_argument('--dataset', default=None, help="default: each config's (wikitext2-word1000)")
     g.add_argument('--config_dir', default=None, help='where cmp_<model>.py are (default config)')
@@ -825,6 +893,16 @@ def main(argv=None):
     if args.dataset and os.path.exists(args.dataset):
         args.dataset = in_root(args.dataset)
     os.chdir(ROOT)
+    if args.render:
+        path = os.path.join(args.out, f'{args.task}.json')
+        try:
+            with open(path) as f:
+                report = json.load(f)
+        except (OSError, ValueError) as e:
+            fail(f"--render needs {path} from an earlier run of --task {args.task}: {e}")
+        (write_lm_report if args.task == 'lm' else write_recall_report)(report, args.out)
+        log(f"wrote {args.out}/{args.task}.md and its plots from {path}")
+        return report
     args.models = [m.strip() for m in args.models.split(',') if m.strip()]
     if not args.models or len(set(args.models)) < len(args.models):
         fail("--models must name each model once")

@@ -38,9 +38,13 @@ def test_lm_task_quick(tmp_path):
     probes = json.loads((out / 'lm_probes.json').read_text())
     assert set(probes['chosen']) == {'gpt', 'lstm'}
     md = (out / 'lm.md').read_text()
-    for text in ('| gpt |', '| lstm |', 'gen ms/token @32', 'Long text', 'exceed the spread'):
+    for text in ('| gpt |', '| lstm |', 'gen ms/token @32', 'Long text', 'exceed the spread', 'Probe sweep',
+                 '| model | adamw 0.001 | muon 0.01 |'):
         assert text in md, text
     assert 'nan' not in md.lower()
+    (out / 'lm.md').unlink()
+    run('compare.py', '--task', 'lm', '--render', f'--out={out}')   # the report again from lm.json alone
+    assert (out / 'lm.md').read_text() == md
 
 
 def test_recall_task_quick_and_reuse(tmp_path):
@@ -58,6 +62,8 @@ def test_recall_task_quick_and_reuse(tmp_path):
     assert (out / 'recall.png').read_bytes().startswith(PNG)
     p = run('compare.py', *args, timeout=300)   # a second time: every run is found done and reused
     assert '4 of 4 runs already done in their folders: reused' in p.stdout
+    p = run('compare.py', '--task', 'recall', '--render', f'--out={tmp_path}/none', check=False)
+    assert p.returncode == 2 and p.stderr.startswith('error: --render needs') and len(p.stderr.splitlines()) == 1
 
 
 def test_grid_edge():
@@ -65,6 +71,23 @@ def test_grid_edge():
     assert grid == [('adamw', 1e-3), ('adamw', 2e-3), ('adamw', 4e-3), ('muon', 1e-2)]
     assert compare.grid_edge(grid, 'adamw', 4e-3) == 'largest' and compare.grid_edge(grid, 'adamw', 1e-3) == 'smallest'
     assert compare.grid_edge(grid, 'adamw', 2e-3) is None and compare.grid_edge(grid, 'muon', 1e-2) is None
+
+
+def test_diverged_at(tmp_path):
+    """A run diverged at its first evaluation worse than a uniform guess (val loss > ln V), or where train.py stopped
+    it as diverged."""
+    def run_dir(name, losses, stop='max_iters'):
+        d = tmp_path / name
+        d.mkdir()
+        (d / 'results.json').write_text(json.dumps({'stop_reason': stop, 'iterations': 40}))
+        history = [{'iter': 10 * (i + 1), 'val_loss': v} for i, v in enumerate(losses)]
+        (d / 'history.json').write_text(json.dumps(history))
+        return str(d)
+    meta = {'vocab_size': 1000}                                             # ln 1000 = 6.91
+    assert compare.diverged_at(run_dir('ok', [6.5, 4.0, 3.5]), meta) is None
+    assert compare.diverged_at(run_dir('spike', [4.0, 3.5, 7.2, 3.9]), meta) == 30
+    assert compare.diverged_at(run_dir('nan', [4.0, float('nan')]), meta) == 20
+    assert compare.diverged_at(run_dir('stopped', [4.0], '5 non-finite losses in a row; the run diverged'), meta) == 40
 
 
 def test_spread_rule():
