@@ -25,8 +25,8 @@ once here (pin it with --dtype, so that a rerun's runs are reused even if the me
      model suffers that plateau. (Muon's lr is on AdamW's scale: optim.py matches their update sizes.)
   2. runs: every model x seed (0 .. --seeds - 1) trained for --tokens at its optimizer and learning rate, the whole
      val split evaluated --evals times: val PPL against tokens and against training seconds (train.py's history.json).
-     A pick that diverges in a run (an evaluation worse than a uniform guess, val loss > ln V; the probe's shorter
-     cosine can hide an lr too large for the full run) is dropped for the model's next-best probe setting, all its
+     A pick that diverges in a run (train.py stops a run whose val loss passes 2 ln V, twice a uniform guess's; the
+     probe's shorter cosine can hide an lr too large for the full run) is dropped for the model's next-best probe setting, all its
      seeds run again (folders <m>_seed<k>_<optimizer><lr>), and lm.md says so.
   3. per run, from its best.pt, with eval.py's functions at the run's dtype: val PPL and accuracy in the
      training windows (train.py's final evaluation), with the state carried through the split (recurrent models,
@@ -396,11 +396,13 @@ def lm_task(args):
                 argv = train_argv(args, s, d, c['optimizer'], c['lr'], iters, seed, args.evals)
                 batch.append((m, seed, Job(f"{m} seed {seed} ({c['optimizer']} {c['lr']:g})", argv, d,
                                            'results.json')))
-        run_jobs([j for _, _, j in batch], args.jobs, args.threads)
+        # a setting already seen to diverge in a finished run gets no more seeds
+        seen = {m for m, _, job in batch if job.done() and diverged_at(job.out_dir, setups[m]['meta']) is not None}
+        run_jobs([j for m, _, j in batch if m not in seen], args.jobs, args.threads)
         todo = []
         for m in dict.fromkeys(m for m, _, _ in batch):
             mine = [(seed, job) for mm, seed, job in batch if mm == m]
-            bad = [(seed, job, diverged_at(job.out_dir, setups[m]['meta'])) for seed, job in mine]
+            bad = [(seed, job, diverged_at(job.out_dir, setups[m]['meta'])) for seed, job in mine if job.done()]
             bad = [(seed, job, at) for seed, job, at in bad if at is not None]
             if not bad:
                 runs += [(m, seed, job) for seed, job in mine]
@@ -465,12 +467,12 @@ def lm_task(args):
 
 
 def diverged_at(out_dir, meta):
-    """The iteration of a run's first evaluation worse than a uniform guess over the vocabulary (val loss above
-    ln V) or not finite, or of train.py's divergence stop; None if the run did not diverge."""
+    """The iteration of a run's first evaluation that eval.diverged calls diverged (val loss above 2 ln V, or not
+    finite; train.py stops there), or of train.py's stop for non-finite losses; None if the run did not diverge."""
+    from eval import diverged
     results, history = read_run(out_dir)
     for h in history:
-        loss = h['val_loss']
-        if loss is not None and not (loss <= math.log(meta['vocab_size'])):
+        if h['val_loss'] is not None and diverged(h['val_loss'], meta['vocab_size']):
             return h['iter']
     return results.get('iterations') if 'diverged' in str(results.get('stop_reason', '')) else None
 
@@ -553,8 +555,8 @@ def lm_markdown(report):
         lines.append(f"| {m} | " + ' | '.join(row) + ' |')
     for m in models:
         for d in report.get('diverged', {}).get(m, []):
-            lines += ['', f"{m} at {d['optimizer']} {d['lr']:g} diverged over the full run (val loss above ln V, a "
-                          f"uniform guess) in seed(s) " +
+            lines += ['', f"{m} at {d['optimizer']} {d['lr']:g} diverged over the full run (val loss above 2 ln V) in "
+                          f"seed(s) " +
                           ', '.join(f"{x['seed']} (evaluation at iteration {x['iter']})" for x in d['seeds']) +
                           f"; its runs are at the next-best probe setting ({report['models'][m]['optimizer']} "
                           f"{report['models'][m]['lr']:g})."]

@@ -192,17 +192,28 @@ def evaluate_lines(model, tokens, bos, pad, block_size, batch_size, device, auto
             'cpu_seconds': time.process_time() - c0, 'windows': n_rows}
 
 
+def perplexity(loss):
+    """exp(loss); inf where that overflows a float (a diverged run's loss, above ~709 nats)."""
+    return math.exp(loss) if loss < 709 else float('inf')
+
+
+def diverged(val_loss, vocab_size):
+    """A val loss above twice a uniform guess's (2 ln V), or not finite: the run has diverged. (An untrained model
+    scores about ln V; training can overfit a little past it, never to twice it.)"""
+    return not val_loss <= 2 * math.log(vocab_size)
+
+
 def split_metrics(result, split_meta):
     """result of evaluate_tokens + meta.json's entry for the split -> the reported metrics (see the docstring)."""
     nll, n = result['nll_sum'], max(result['targets'], 1)
-    out = {'loss': nll / n, 'ppl': math.exp(nll / n), 'accuracy': result['correct'] / n, 'tokens': result['targets'],
+    out = {'loss': nll / n, 'ppl': perplexity(nll / n), 'accuracy': result['correct'] / n, 'tokens': result['targets'],
            'seconds': result['seconds'], 'tokens_per_second': result['targets'] / max(result['seconds'], 1e-9)}
     if 'cpu_seconds' in result:  # CPU time of the process (all its threads): steadier than wall time on a busy machine
         out['tokens_per_cpu_second'] = result['targets'] / max(result['cpu_seconds'], 1e-9)
     if split_meta and split_meta.get('bytes'):
         out['bits_per_byte'] = nll / (math.log(2) * split_meta['bytes'])
     if split_meta and split_meta.get('words'):
-        out['word_ppl'] = math.exp(nll / split_meta['words'])
+        out['word_ppl'] = perplexity(nll / split_meta['words'])
     return out
 
 
@@ -273,7 +284,7 @@ def context_table(curve, edges):
         loss = per_strand.mean().item()
         rows.append({'context_from': lo + 1, 'context_to': hi, 'tokens': (hi - lo) * S, 'loss': loss,
                      'se': per_strand.std().item() / math.sqrt(S) if S > 1 else float('nan'),
-                     'ppl': math.exp(loss), 'accuracy': curve['correct'][:, lo:hi].double().mean().item()})
+                     'ppl': perplexity(loss), 'accuracy': curve['correct'][:, lo:hi].double().mean().item()})
         lo = hi
     return rows
 

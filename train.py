@@ -41,7 +41,7 @@ import flops
 import hardware
 import optim
 from cli import fail
-from eval import Progress, evaluate_lines, evaluate_tokens, score_batch, split_metrics
+from eval import Progress, diverged, evaluate_lines, evaluate_tokens, perplexity, score_batch, split_metrics
 
 # -----------------------------------------------------------------------------
 # default config values
@@ -482,7 +482,8 @@ def write_history(records):
 
 
 def evaluate_and_checkpoint():
-    """Evaluate, update best/patience state, history, curves and checkpoints. Returns True if patience ran out."""
+    """Evaluate, update best/patience state, history, curves and checkpoints. Returns why training must stop
+    (patience ran out, or the run diverged), else None."""
     global best_val_loss, evals_since_best
     losses = estimate_loss()
     val_loss = losses['val']['loss']
@@ -493,13 +494,13 @@ def evaluate_and_checkpoint():
         evals_since_best += 1
     history.append({'iter': iter_num, 'epoch': iter_num / iters_per_epoch, 'tokens': iter_num * tokens_per_iter,
                     'seconds': train_seconds, 'lr': get_lr(max(iter_num - 1, 0), train_seconds),
-                    'train_loss': losses['train']['loss'], 'val_loss': val_loss, 'val_ppl': math.exp(val_loss),
+                    'train_loss': losses['train']['loss'], 'val_loss': val_loss, 'val_ppl': perplexity(val_loss),
                     'val_accuracy': losses['val']['accuracy'], 'best': improved,
                     **{f'{k}_loss': v['loss'] for k, v in losses.items() if k.startswith('val_')}})
-    others = ''.join(f", {k[4:]} val ppl {math.exp(losses[f'val_{k[4:]}']['loss']):.2f}" for k in losses
+    others = ''.join(f", {k[4:]} val ppl {perplexity(losses[f'val_{k[4:]}']['loss']):.2f}" for k in losses
                      if k.startswith('val_') and k != f'val_{val_kinds[0]}')
     log(f"eval iter {iter_num}: train loss {losses['train']['loss']:.4f}, val loss {val_loss:.4f}, "
-        f"val ppl {math.exp(val_loss):.2f}, val acc {losses['val']['accuracy']:.3f}{others}"
+        f"val ppl {perplexity(val_loss):.2f}, val acc {losses['val']['accuracy']:.3f}{others}"
         f"{' (best)' if improved else f' (no improvement for {evals_since_best})'}")
     if wandb_log and master_process:
         wandb.log({k: v for k, v in history[-1].items() if k != 'best'}, step=iter_num)
@@ -510,12 +511,17 @@ def evaluate_and_checkpoint():
         if always_save_checkpoint:
             save_checkpoint(os.path.join(out_dir, 'ckpt.pt'), rngs)
         write_history(history)
-    return patience > 0 and evals_since_best >= patience
+    if diverged(val_loss, meta['vocab_size']):
+        return (f"val loss {val_loss:.4g} is above twice a uniform guess's (2 ln {meta['vocab_size']} = "
+                f"{2 * math.log(meta['vocab_size']):.2f}); the run diverged (lower learning_rate?)")
+    if patience > 0 and evals_since_best >= patience:
+        return f"early stopping: no improvement in {patience} evaluations"
+    return None
 
 
 if eval_only:
     losses = estimate_loss()
-    log(f"val loss {losses['val']['loss']:.4f}, val ppl {math.exp(losses['val']['loss']):.2f}")
+    log(f"val loss {losses['val']['loss']:.4f}, val ppl {perplexity(losses['val']['loss']):.2f}")
     sys.exit(0)
 
 # -----------------------------------------------------------------------------
@@ -625,8 +631,8 @@ while True:
                           'seconds': train_seconds - epoch_start_seconds})
         loss_sum, loss_count, epoch_start_seconds = 0.0, 0, train_seconds
     if (eval_interval and iter_num % eval_interval == 0) or (not eval_interval and end_of_epoch):
-        if evaluate_and_checkpoint():
-            stop_reason = f"early stopping: no improvement in {patience} evaluations"
+        stop_reason = evaluate_and_checkpoint()
+        if stop_reason:
             break
     if end_of_epoch and snapshot_every_epochs and (iter_num // iters_per_epoch) % snapshot_every_epochs == 0:
         rngs = rng_states()
@@ -644,7 +650,7 @@ if not history or history[-1]['iter'] != iter_num:
         last_weights = {'iter': iter_num, 'epoch': iter_num / iters_per_epoch, 'tokens': iter_num * tokens_per_iter,
                         'seconds': train_seconds, 'lr': get_lr(max(iter_num - 1, 0), train_seconds),
                         'train_loss': losses['train']['loss'], 'val_loss': losses['val']['loss'],
-                        'val_ppl': math.exp(losses['val']['loss']), 'val_accuracy': losses['val']['accuracy'],
+                        'val_ppl': perplexity(losses['val']['loss']), 'val_accuracy': losses['val']['accuracy'],
                         'best': False, 'last': True}
         log(f"last weights (iter {iter_num}, off the evaluation grid): val loss {last_weights['val_loss']:.4f}, "
             f"val ppl {last_weights['val_ppl']:.2f} (recorded; best.pt and patience untouched)")
@@ -679,8 +685,8 @@ if master_process:
     last = last_weights or {'val_loss': history[-1]['val_loss']}
     results = {
         'model_name': model_type, 'dataset_name': dataset,
-        'final_loss': last['val_loss'], 'final_perplexity': math.exp(last['val_loss']),
-        'best_perplexity': math.exp(best_val_loss), 'training_time': train_seconds,
+        'final_loss': last['val_loss'], 'final_perplexity': perplexity(last['val_loss']),
+        'best_perplexity': perplexity(best_val_loss), 'training_time': train_seconds,
         'total_tokens': iter_num * tokens_per_iter, 'vocab_size': meta['vocab_size'],
         'num_params': n_params, 'model_size_mb': sum(t.numel() * t.element_size() for t in raw_model.state_dict().values()) / 2**20,
         'peak_memory_mb': peak_mb, 'peak_memory_kind': peak_kind,
@@ -689,7 +695,7 @@ if master_process:
         'total_training_flops': flops_per_iter * iter_num, 'peak_flops': peak, 'peak_flops_source': peak_source,
         'device': device, 'dtype': run_dtype, 'dtype_choice': dtype_choice.reason,
         'epoch_losses': [e['train_loss'] for e in epoch_log],
-        'epoch_perplexities': [math.exp(e['train_loss']) for e in epoch_log],
+        'epoch_perplexities': [perplexity(e['train_loss']) for e in epoch_log],
         'epoch_times': [e['seconds'] for e in epoch_log],
         'iterations': iter_num, 'stop_reason': stop_reason,
         'perplexity_unit': f"token ({meta['tokenizer']} tokenizer, vocab {meta['vocab_size']}); "

@@ -74,8 +74,8 @@ def test_grid_edge():
 
 
 def test_diverged_at(tmp_path):
-    """A run diverged at its first evaluation worse than a uniform guess (val loss > ln V), or where train.py stopped
-    it as diverged."""
+    """A run diverged at its first evaluation above twice a uniform guess (val loss > 2 ln V) or not finite, or
+    where train.py stopped it for non-finite losses."""
     def run_dir(name, losses, stop='max_iters'):
         d = tmp_path / name
         d.mkdir()
@@ -83,9 +83,9 @@ def test_diverged_at(tmp_path):
         history = [{'iter': 10 * (i + 1), 'val_loss': v} for i, v in enumerate(losses)]
         (d / 'history.json').write_text(json.dumps(history))
         return str(d)
-    meta = {'vocab_size': 1000}                                             # ln 1000 = 6.91
-    assert compare.diverged_at(run_dir('ok', [6.5, 4.0, 3.5]), meta) is None
-    assert compare.diverged_at(run_dir('spike', [4.0, 3.5, 7.2, 3.9]), meta) == 30
+    meta = {'vocab_size': 1000}                                             # 2 ln 1000 = 13.82
+    assert compare.diverged_at(run_dir('ok', [7.5, 4.0, 3.5]), meta) is None
+    assert compare.diverged_at(run_dir('spike', [4.0, 3.5, 219.1, 3.9]), meta) == 30
     assert compare.diverged_at(run_dir('nan', [4.0, float('nan')]), meta) == 20
     assert compare.diverged_at(run_dir('stopped', [4.0], '5 non-finite losses in a row; the run diverged'), meta) == 40
 

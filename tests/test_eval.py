@@ -110,6 +110,15 @@ def test_split_metrics_formulas():
     m2 = ev.split_metrics({'nll_sum': 100.0, 'targets': 100, 'correct': 10, 'seconds': 2.0},
                           {'tokens': 101, 'bytes': 200, 'words': 40})
     assert m2['ppl'] != m['ppl'] and m2['bits_per_byte'] == m['bits_per_byte'] and m2['word_ppl'] == m['word_ppl']
+    # a diverged run's loss (a New-LLM at Muon 2e-2 reached 4,688 nats): perplexity inf, not an OverflowError
+    m3 = ev.split_metrics({'nll_sum': 4688.0 * 50, 'targets': 50, 'correct': 0, 'seconds': 1.0}, {'words': 40})
+    assert m3['ppl'] == math.inf and m3['word_ppl'] == math.inf and ev.perplexity(708.0) == math.exp(708.0)
+
+
+def test_divergence_rule():
+    """train.py stops a run (and compare.py drops its setting) once the val loss passes twice a uniform guess's."""
+    assert not ev.diverged(math.log(1000) + 0.5, 1000) and not ev.diverged(13.8, 1000)
+    assert ev.diverged(13.9, 1000) and ev.diverged(float('nan'), 1000) and ev.diverged(math.inf, 1000)
 
 
 @pytest.mark.parametrize('model_type', ['newllm', 'resnetbk'])
