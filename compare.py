@@ -26,8 +26,8 @@ once here (pin it with --dtype, so that a rerun's runs are reused even if the me
   2. runs: every model x seed (0 .. --seeds - 1) trained for --tokens at its optimizer and learning rate, the whole
      val split evaluated --evals times: val PPL against tokens and against training seconds (train.py's history.json).
      A pick that diverges in a run (train.py stops a run whose val loss passes 2 ln V, twice a uniform guess's; the
-     probe's shorter cosine can hide an lr too large for the full run) is dropped for the model's next-best probe setting, all its
-     seeds run again (folders <m>_seed<k>_<optimizer><lr>), and lm.md says so.
+     probe's shorter cosine can hide an lr too large for the full run) is dropped for the model's next-best probe
+     setting, all its seeds run again (folders <m>_seed<k>_<optimizer><lr>), and lm.md says so.
   3. per run, from its best.pt, with eval.py's functions at the run's dtype: val PPL and accuracy in the
      training windows (train.py's final evaluation), with the state carried through the split (recurrent models,
      as eval.py --carry_state), on the New-LLM seed's line windows (train.py's batch_mode='seed_lines' metric; data
@@ -384,40 +384,46 @@ def lm_task(args):
     # 2. the runs; a model whose pick diverges in a run (the probe is shorter) is run again at its next-best probe
     log("runs:")
     runs, diverged = [], {m: [] for m in setups}
+
+    def seed_jobs(m):
+        s, c = setups[m], chosen[m]
+        iters = max(1, round(args.tokens / s['tokens_per_iter']))
+        jobs = []
+        for seed in range(args.seeds):
+            name = f'{m}_seed{seed}' if not diverged[m] else f"{m}_seed{seed}_{c['optimizer']}{c['lr']:g}"
+            d = os.path.join(work, 'run', name)
+            argv = train_argv(args, s, d, c['optimizer'], c['lr'], iters, seed, args.evals)
+            jobs.append((seed, Job(f"{m} seed {seed} ({c['optimizer']} {c['lr']:g})", argv, d, 'results.json')))
+        return jobs
+
+    def fall_back_if_diverged(m, jobs):
+        """If a finished run of m's jobs diverged: record it, move m to its next-best probe setting, return True."""
+        bad = [(seed, job, diverged_at(job.out_dir, setups[m]['meta'])) for seed, job in jobs if job.done()]
+        bad = [(seed, job, at) for seed, job, at in bad if at is not None]
+        if not bad:
+            return False
+        diverged[m].append({'optimizer': chosen[m]['optimizer'], 'lr': chosen[m]['lr'],
+                            'seeds': [{'seed': seed, 'iter': at, 'out_dir': job.out_dir} for seed, job, at in bad]})
+        if len(diverged[m]) >= len(ranked[m]):
+            fail(f"{m} diverged at every setting of the probe grid")
+        nxt = ranked[m][len(diverged[m])]
+        log(f"  {m}: {chosen[m]['optimizer']} {chosen[m]['lr']:g} diverged in seed(s) "
+            f"{', '.join(str(seed) for seed, _, _ in bad)}; its runs go again at the next-best probe setting, "
+            f"{nxt['optimizer']} {nxt['lr']:g}")
+        chosen[m] = {'optimizer': nxt['optimizer'], 'lr': nxt['lr'], 'after_divergence': True}
+        return True
+
     todo = list(setups)
     while todo:
-        batch = []
+        jobs = {}
         for m in todo:
-            s, c = setups[m], chosen[m]
-            iters = max(1, round(args.tokens / s['tokens_per_iter']))
-            for seed in range(args.seeds):
-                name = f'{m}_seed{seed}' if not diverged[m] else f"{m}_seed{seed}_{c['optimizer']}{c['lr']:g}"
-                d = os.path.join(work, 'run', name)
-                argv = train_argv(args, s, d, c['optimizer'], c['lr'], iters, seed, args.evals)
-                batch.append((m, seed, Job(f"{m} seed {seed} ({c['optimizer']} {c['lr']:g})", argv, d,
-                                           'results.json')))
-        # a setting already seen to diverge in a finished run gets no more seeds
-        seen = {m for m, _, job in batch if job.done() and diverged_at(job.out_dir, setups[m]['meta']) is not None}
-        run_jobs([j for m, _, j in batch if m not in seen], args.jobs, args.threads)
-        todo = []
-        for m in dict.fromkeys(m for m, _, _ in batch):
-            mine = [(seed, job) for mm, seed, job in batch if mm == m]
-            bad = [(seed, job, diverged_at(job.out_dir, setups[m]['meta'])) for seed, job in mine if job.done()]
-            bad = [(seed, job, at) for seed, job, at in bad if at is not None]
-            if not bad:
-                runs += [(m, seed, job) for seed, job in mine]
-                continue
-            diverged[m].append({'optimizer': chosen[m]['optimizer'], 'lr': chosen[m]['lr'],
-                                'seeds': [{'seed': seed, 'iter': at, 'out_dir': job.out_dir} for seed, job, at in bad]})
-            tried = len(diverged[m])
-            if tried >= len(ranked[m]):
-                fail(f"{m} diverged at every setting of the probe grid")
-            nxt = ranked[m][tried]
-            log(f"  {m}: {chosen[m]['optimizer']} {chosen[m]['lr']:g} diverged in seed(s) "
-                f"{', '.join(str(seed) for seed, _, _ in bad)}; again at the next-best probe, {nxt['optimizer']} "
-                f"{nxt['lr']:g}")
-            chosen[m] = {'optimizer': nxt['optimizer'], 'lr': nxt['lr'], 'after_divergence': True}
-            todo.append(m)
+            jobs[m] = seed_jobs(m)
+            while fall_back_if_diverged(m, jobs[m]):   # a setting seen to diverge gets no more seeds
+                jobs[m] = seed_jobs(m)
+        run_jobs([job for m in todo for _, job in jobs[m]], args.jobs, args.threads)
+        todo = [m for m in todo if fall_back_if_diverged(m, jobs[m])]
+        runs += [(m, seed, job) for m in jobs if m not in todo for seed, job in jobs[m]]
+    runs.sort(key=lambda r: list(setups).index(r[0]))
 
     # 3. metrics of every run, with all the cores now free
     log("evaluation of the best checkpoints:")
