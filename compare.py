@@ -27,7 +27,8 @@ once here (pin it with --dtype, so that a rerun's runs are reused even if the me
      val split evaluated --evals times: val PPL against tokens and against training seconds (train.py's history.json).
      A pick that diverges in a run (train.py stops a run whose val loss passes 2 ln V, twice a uniform guess's; the
      probe's shorter cosine can hide an lr too large for the full run) is dropped for the model's next-best probe
-     setting, all its seeds run again (folders <m>_seed<k>_<optimizer><lr>), and lm.md says so.
+     setting that does not step larger (the same optimizer at a larger lr is skipped), all its seeds run again
+     (folders <m>_seed<k>_<optimizer><lr>), and lm.md says so.
   3. per run, from its best.pt, with eval.py's functions at the run's dtype: val PPL and accuracy in the
      training windows (train.py's final evaluation), with the state carried through the split (recurrent models,
      as eval.py --carry_state), on the New-LLM seed's line windows (train.py's batch_mode='seed_lines' metric; data
@@ -404,9 +405,12 @@ def lm_task(args):
             return False
         diverged[m].append({'optimizer': chosen[m]['optimizer'], 'lr': chosen[m]['lr'],
                             'seeds': [{'seed': seed, 'iter': at, 'out_dir': job.out_dir} for seed, job, at in bad]})
-        if len(diverged[m]) >= len(ranked[m]):
-            fail(f"{m} diverged at every setting of the probe grid")
-        nxt = ranked[m][len(diverged[m])]
+        # the next-best probe, but no step as large as one that diverged: same optimizer, larger lr is not tried
+        left = [p for p in ranked[m] if not any(p['optimizer'] == d['optimizer'] and p['lr'] >= d['lr']
+                                                for d in diverged[m])]
+        if not left:
+            fail(f"{m} diverged at every setting of the probe grid it could fall back to")
+        nxt = left[0]
         log(f"  {m}: {chosen[m]['optimizer']} {chosen[m]['lr']:g} diverged in seed(s) "
             f"{', '.join(str(seed) for seed, _, _ in bad)}; its runs go again at the next-best probe setting, "
             f"{nxt['optimizer']} {nxt['lr']:g}")
