@@ -414,7 +414,7 @@ def lm_task(args):
         log(f"  {m}: {chosen[m]['optimizer']} {chosen[m]['lr']:g} diverged in seed(s) "
             f"{', '.join(str(seed) for seed, _, _ in bad)}; its runs go again at the next-best probe setting, "
             f"{nxt['optimizer']} {nxt['lr']:g}")
-        chosen[m] = {'optimizer': nxt['optimizer'], 'lr': nxt['lr'], 'after_divergence': True}
+        chosen[m] = {'optimizer': nxt['optimizer'], 'lr': nxt['lr']}
         return True
 
     todo = list(setups)

@@ -193,8 +193,11 @@ def evaluate_lines(model, tokens, bos, pad, block_size, batch_size, device, auto
 
 
 def perplexity(loss):
-    """exp(loss); inf where that overflows a float (a diverged run's loss, above ~709 nats)."""
-    return math.exp(loss) if loss < 709 else float('inf')
+    """exp(loss); inf where that overflows a float (a diverged run's loss, above ~709 nats); nan stays nan."""
+    try:
+        return math.exp(loss)
+    except OverflowError:
+        return float('inf')
 
 
 def diverged(val_loss, vocab_size):

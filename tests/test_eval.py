@@ -113,6 +113,7 @@ def test_split_metrics_formulas():
     # a diverged run's loss (a New-LLM at Muon 2e-2 reached 4,688 nats): perplexity inf, not an OverflowError
     m3 = ev.split_metrics({'nll_sum': 4688.0 * 50, 'targets': 50, 'correct': 0, 'seconds': 1.0}, {'words': 40})
     assert m3['ppl'] == math.inf and m3['word_ppl'] == math.inf and ev.perplexity(708.0) == math.exp(708.0)
+    assert math.isnan(ev.perplexity(float('nan')))
 
 
 def test_divergence_rule():
