@@ -6,7 +6,8 @@ The optimizers of a training run (train.py, and compare.py's recall task):
     muon   Muon (torch.optim.Muon: momentum, then the update orthogonalised by 5 Newton-Schulz steps) for the hidden
            2-D weight matrices, AdamW as above for everything else (embedding tables, the output head, biases,
            gains). Muon's learning rate is scaled so its update has AdamW's RMS (adjust_lr_fn='match_rms_adamw'),
-           so one learning rate and one schedule drive both.
+           so one learning rate and one schedule drive both; adamw_lr_ratio scales the AdamW share's (each group
+           carries its 'lr_ratio': the training loop sets group['lr'] = lr * group['lr_ratio']).
 
 build() returns a list of optimizers: the training loop steps each, and the checkpoint holds the list of their
 states. On a CPU or CUDA device AdamW/Adam run fused (one kernel for all parameters); elsewhere (mps) PyTorch's
@@ -27,28 +28,37 @@ def hidden_matrices(model):
     return [p for p in model.parameters() if p.requires_grad and p.dim() == 2 and id(p) not in skip]
 
 
-def build(model, name, lr, weight_decay, betas, muon_momentum=0.95, device_type='cpu'):
-    """-> [torch.optim.Optimizer, ...] for the trainable parameters of model (see the module docstring)."""
+def check(name, adamw_lr_ratio=1.0):
+    """Raise ValueError for an optimizer setting build() cannot honour."""
     if name not in OPTIMIZERS:
         raise ValueError(f"optimizer must be {', '.join(map(repr, OPTIMIZERS[:-1]))} or {OPTIMIZERS[-1]!r}, "
                          f"not {name!r}")
+    if adamw_lr_ratio <= 0:
+        raise ValueError(f"adamw_lr_ratio must be > 0, not {adamw_lr_ratio}")
+    if adamw_lr_ratio != 1.0 and name != 'muon':
+        raise ValueError(f"adamw_lr_ratio scales the AdamW share of optimizer='muon', not of optimizer={name!r}")
+
+
+def build(model, name, lr, weight_decay, betas, muon_momentum=0.95, adamw_lr_ratio=1.0, device_type='cpu'):
+    """-> [torch.optim.Optimizer, ...] for the trainable parameters of model (see the module docstring)."""
+    check(name, adamw_lr_ratio)
     fused = device_type in ('cpu', 'cuda')
     params = [p for p in model.parameters() if p.requires_grad]
 
-    def adamw(ps):
-        groups = [{'params': [p for p in ps if p.dim() >= 2], 'weight_decay': weight_decay},
-                  {'params': [p for p in ps if p.dim() < 2], 'weight_decay': 0.0}]
-        return torch.optim.AdamW([g for g in groups if g['params']], lr=lr, betas=betas, fused=fused)
+    def adamw(ps, ratio=1.0):
+        groups = [{'params': [p for p in ps if p.dim() >= 2], 'weight_decay': weight_decay, 'lr_ratio': ratio},
+                  {'params': [p for p in ps if p.dim() < 2], 'weight_decay': 0.0, 'lr_ratio': ratio}]
+        return torch.optim.AdamW([g for g in groups if g['params']], lr=lr * ratio, betas=betas, fused=fused)
 
     if name == 'adamw':
         return [adamw(params)]
     if name == 'adam':
-        return [torch.optim.Adam(params, lr=lr, betas=betas, fused=fused)]
+        return [torch.optim.Adam([{'params': params, 'lr_ratio': 1.0}], lr=lr, betas=betas, fused=fused)]
     matrices = hidden_matrices(model)
     in_muon = {id(p) for p in matrices}
-    return [torch.optim.Muon(matrices, lr=lr, weight_decay=weight_decay, momentum=muon_momentum,
-                             adjust_lr_fn='match_rms_adamw'),
-            adamw([p for p in params if id(p) not in in_muon])]
+    return [torch.optim.Muon([{'params': matrices, 'lr_ratio': 1.0}], lr=lr, weight_decay=weight_decay,
+                             momentum=muon_momentum, adjust_lr_fn='match_rms_adamw'),
+            adamw([p for p in params if id(p) not in in_muon], adamw_lr_ratio)]
 
 
 def muon_flops(model):

@@ -81,6 +81,7 @@ weight_decay = 1e-1
 beta1 = 0.9
 beta2 = 0.95
 muon_momentum = 0.95       # optimizer='muon': Muon's (Nesterov) momentum
+adamw_lr_ratio = 1.0        # optimizer='muon': the AdamW share's (embeddings, head, biases, gains) lr / learning_rate
 grad_clip = 1.0             # clip the global gradient norm at this value; 0 = off
 grad_clip_schedule = []     # [(from_epoch, clip), ...] from epoch 0, e.g. the New-LLM seed's [(0, 0.5), (10, 1.0), (30, 2.0)]
 # learning rate schedule
@@ -137,9 +138,10 @@ def check_config():
         fail("eval_iters must be >= 1 (or eval_full=True)")
     if batch_mode not in ('random', 'seed_lines'):
         fail(f"batch_mode must be 'random' or 'seed_lines', not {batch_mode!r}")
-    if optimizer not in optim.OPTIMIZERS:
-        fail(f"optimizer must be {', '.join(map(repr, optim.OPTIMIZERS[:-1]))} or {optim.OPTIMIZERS[-1]!r}, not "
-             f"{optimizer!r}")
+    try:
+        optim.check(optimizer, adamw_lr_ratio)
+    except ValueError as e:
+        fail(str(e))
     if grad_clip_schedule:
         try:
             sched = sorted((int(e), float(c)) for e, c in grad_clip_schedule)
@@ -312,7 +314,8 @@ if checkpoint is not None:
     model.load_state_dict(checkpoint['model'])
 model.to(device)
 
-optimizers = optim.build(model, optimizer, learning_rate, weight_decay, (beta1, beta2), muon_momentum, device_type)
+optimizers = optim.build(model, optimizer, learning_rate, weight_decay, (beta1, beta2), muon_momentum,
+                         adamw_lr_ratio, device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=(run_dtype == 'float16'))
 
 
@@ -569,7 +572,7 @@ while True:
     lr = get_lr(iter_num, train_seconds)
     for opt in optimizers:
         for group in opt.param_groups:
-            group['lr'] = lr
+            group['lr'] = lr * group.get('lr_ratio', 1.0)  # (an older checkpoint's groups lack it)
     t0 = time.time()
     loss_value = torch.zeros((), device=device)  # mean loss over the step's micro-batches (all ranks)
     aux_value = torch.zeros((), device=device)   # its auxiliary terms (the rest is cross-entropy)

@@ -57,3 +57,15 @@ def test_muon_overfits_a_tiny_batch():
             o.step()
             o.zero_grad()
     assert first > 3.5 and loss.item() < 0.3 * first
+
+
+def test_adamw_lr_ratio_scales_only_the_adamw_share_of_muon():
+    model = model_of('newllm')
+    muon, adamw = optim.build(model, 'muon', 1e-2, 0.0, (0.9, 0.95), adamw_lr_ratio=0.25)
+    assert [g['lr'] for g in muon.param_groups] == [1e-2]
+    assert all(g['lr'] == 2.5e-3 and g['lr_ratio'] == 0.25 for g in adamw.param_groups)
+    with pytest.raises(ValueError, match="adamw_lr_ratio scales the AdamW share of optimizer='muon', not of "
+                                         "optimizer='adamw'"):
+        optim.build(model, 'adamw', 1e-2, 0.0, (0.9, 0.95), adamw_lr_ratio=0.5)
+    with pytest.raises(ValueError, match="adamw_lr_ratio must be > 0, not 0"):
+        optim.check('muon', 0)
