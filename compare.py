@@ -20,7 +20,9 @@ once here (pin it with --dtype, so that a rerun's runs are reused even if the me
   1. probe sweep: `python train.py config/cmp_<m>.py --optimizer=o --learning_rate=lr --min_lr=lr/10 --max_iters=P
      ...` for every o:lr of --grid, P iterations of --probe_tokens (the cosine over the probe), the whole val split at
      the end. The lowest val loss picks m's optimizer and learning rate (a diverged probe loses). Same grid and budget
-     for every model. The grid holds Muon beside AdamW because AdamW leaves New-LLM near the unigram loss for its
+     for every model; a pick at the edge of its optimizer's lrs gets a probe past it (twice, or half, its lr), up
+     to --extend times, so that no model is held at the grid's edge (the LSTM picked the largest lr of the first
+     grid). The grid holds Muon beside AdamW because AdamW leaves New-LLM near the unigram loss for its
      first ~2M tokens (results/README.md, the plateau): with AdamW only, the comparison would mostly measure which
      model suffers that plateau. (Muon's lr is on AdamW's scale: optim.py matches their update sizes.)
   2. runs: every model x seed (0 .. --seeds - 1) trained for --tokens at its optimizer and learning rate, the whole
@@ -345,38 +347,44 @@ def lm_task(args):
         if not args.quick and abs(off) > 0.03:
             log(f"  warning: {m} is not within 3% of {TARGET_PARAMS:,} parameters")
 
-    # 1. probe sweep
+    # 1. probe sweep, extended past the grid's edge while a model's pick sits on it
     log("probe sweep:")
-    probes = []
-    for m, s in setups.items():
-        iters = max(1, round(args.probe_tokens / s['tokens_per_iter']))
-        for o, lr in args.grid:
-            d = os.path.join(work, 'probe', f'{m}_{o}_lr{lr:g}')
-            probes.append((m, o, lr, Job(f"probe {m} {o} lr {lr:g}", train_argv(args, s, d, o, lr, iters, 0, 1), d,
-                                         'results.json')))
-    run_jobs([j for *_, j in probes], args.jobs, args.threads)
-    probe_out, chosen = {m: [] for m in setups}, {}
-    for m, o, lr, job in probes:
-        results, history = read_run(job.out_dir)
-        loss = run_loss(results, history)
-        probe_out[m].append({'optimizer': o, 'lr': lr, 'val_loss': loss,
-                             'val_ppl': math.exp(loss) if math.isfinite(loss) else None,
-                             'tokens': results['total_tokens'], 'seconds': results['training_time'],
-                             'stop_reason': results.get('stop_reason'), 'out_dir': job.out_dir,
-                             'command': 'python ' + shlex.join(job.argv),
-                             'curve': [{'tokens': h['tokens'], 'seconds': h['seconds'], 'val_loss': h['val_loss']}
-                                       for h in history]})
-    ranked = {}   # per model: the finite probes, best first (a pick that diverges in the runs falls to the next)
+    grids = {m: list(args.grid) for m in setups}
+    probe_jobs = {m: {} for m in setups}   # (optimizer, lr) -> Job
+    for extension in range(args.extend + 1):
+        new = []
+        for m, s in setups.items():
+            iters = max(1, round(args.probe_tokens / s['tokens_per_iter']))
+            for o, lr in grids[m]:
+                if (o, lr) not in probe_jobs[m]:
+                    d = os.path.join(work, 'probe', f'{m}_{o}_lr{lr:g}')
+                    probe_jobs[m][o, lr] = Job(f"probe {m} {o} lr {lr:g}", train_argv(args, s, d, o, lr, iters, 0, 1),
+                                               d, 'results.json')
+                    new.append(probe_jobs[m][o, lr])
+        run_jobs(new, args.jobs, args.threads)
+        probe_out = {m: [probe_result(o, lr, job) for (o, lr), job in probe_jobs[m].items()] for m in setups}
+        ranked = {m: best_first(probe_out[m]) for m in setups}  # a pick that diverges in the runs falls to the next
+        beyond = {}
+        for m in setups:
+            if not ranked[m]:
+                fail(f"every probe of {m} diverged; try lower learning rates in --grid")
+            best = ranked[m][0]
+            edge = grid_edge(grids[m], best['optimizer'], best['lr'])
+            if edge and extension < args.extend:
+                beyond[m] = (best['optimizer'], best['lr'] * EDGE_STEP[edge])
+        if not beyond:
+            break
+        for m, (o, lr) in beyond.items():
+            log(f"  {m}'s pick is at the grid's edge: probing {o} {lr:g} too")
+            grids[m].append((o, lr))
+    chosen = {}
     for m in setups:
-        ranked[m] = sorted((p for p in probe_out[m] if math.isfinite(p['val_loss'])), key=lambda p: p['val_loss'])
-        if not ranked[m]:
-            fail(f"every probe of {m} diverged; try lower learning rates in --grid")
         best = ranked[m][0]
         chosen[m] = {'optimizer': best['optimizer'], 'lr': best['lr']}
-        edge = grid_edge(args.grid, best['optimizer'], best['lr'])
+        edge = grid_edge(grids[m], best['optimizer'], best['lr'])
         if edge:
             chosen[m]['grid_edge'] = edge
-            log(f"  note: {m}'s pick is the {edge} {best['optimizer']} lr of the grid; a {EDGE_WORD[edge]} one may do "
+            log(f"  note: {m}'s pick is the {edge} {best['optimizer']} lr probed; a {EDGE_WORD[edge]} one may do "
                 f"better")
         log(f"  {m}: " + ', '.join(f"{p['optimizer']} {p['lr']:g} -> " +
                                    (f"val PPL {p['val_ppl']:.2f}" if p['val_ppl'] else "diverged")
@@ -476,6 +484,23 @@ def lm_task(args):
     return report
 
 
+def probe_result(optimizer, lr, job):
+    """One finished probe's record: its final val loss (inf if it diverged) and curve."""
+    results, history = read_run(job.out_dir)
+    loss = run_loss(results, history)
+    return {'optimizer': optimizer, 'lr': lr, 'val_loss': loss,
+            'val_ppl': math.exp(loss) if math.isfinite(loss) else None,
+            'tokens': results['total_tokens'], 'seconds': results['training_time'],
+            'stop_reason': results.get('stop_reason'), 'out_dir': job.out_dir,
+            'command': 'python ' + shlex.join(job.argv),
+            'curve': [{'tokens': h['tokens'], 'seconds': h['seconds'], 'val_loss': h['val_loss']} for h in history]}
+
+
+def best_first(probes):
+    """The probes that did not diverge, lowest val loss first."""
+    return sorted((p for p in probes if math.isfinite(p['val_loss'])), key=lambda p: p['val_loss'])
+
+
 def diverged_at(out_dir, meta):
     """The iteration of a run's first evaluation that eval.diverged calls diverged (val loss above 2 ln V, or not
     finite; train.py stops there), or of train.py's stop for non-finite losses; None if the run did not diverge."""
@@ -494,6 +519,7 @@ def write_lm_report(report, out):
 
 
 EDGE_WORD = {'largest': 'larger', 'smallest': 'smaller'}
+EDGE_STEP = {'largest': 2.0, 'smallest': 0.5}   # the probe past an edge: twice (half) the edge's lr
 
 
 def grid_edge(grid, optimizer, lr):
@@ -552,10 +578,11 @@ def lm_markdown(report):
                      f"{', '.join(dts)} | {pm(s['val_ppl'])} | {pm(s['carry_ppl'])} | {pm(s['seed_lines_ppl'])} | "
                      f"{pm(s['val_accuracy'], 4)} |")
     lengths = [str(T) for T in report['settings']['gen_lengths']]
-    cells = list(dict.fromkeys((p['optimizer'], p['lr']) for m in models for p in report['probes'][m]))
+    cells = sorted({(p['optimizer'], p['lr']) for m in models for p in report['probes'][m]})
     lines += ['', f"Probe sweep: val PPL (whole split, training windows) after "
                   f"{report['settings']['probe_tokens']:,.0f} training tokens, seed 0, the cosine over the probe; "
-                  f"**bold**: the pick.", '',
+                  f"**bold**: the pick; n/a: not probed (the grid is extended only past the edge a model picked).",
+              '',
               '| model | ' + ' | '.join(f'{o} {lr:g}' for o, lr in cells) + ' |', '|---|' + '---|' * len(cells)]
     for m in models:
         got = {(p['optimizer'], p['lr']): p['val_ppl'] for p in report['probes'][m]}
@@ -863,6 +890,9 @@ def main(argv=None):
     g.add_argument('--grid', type=optimizer_lr_list, default=None,
                    help='probe sweep, optimizer:lr pairs (default adamw:2e-3,adamw:5e-3,muon:5e-3,muon:1e-2,'
                         'muon:2e-2,muon:4e-2)')
+    g.add_argument('--extend', type=int, default=None,
+                   help="while a model's pick is the largest (smallest) lr of its optimizer in the grid, probe twice "
+                        "(half) that lr too, at most this many times per model (default 2; 0 = the grid only)")
     g.add_argument('--probe_tokens', type=float, default=None, help='training tokens per probe (default 1e6)')
     g.add_argument('--evals', type=int, default=None, help='whole-val evaluations per run (default 6)')
     g.add_argument('--context', type=lambda t: number_list(t, int), default=None,
@@ -888,11 +918,12 @@ def main(argv=None):
     args = p.parse_args(argv)
     full = dict(tokens=4e6, seeds=3, grid=[('adamw', 2e-3), ('adamw', 5e-3), ('muon', 5e-3), ('muon', 1e-2),
                                              ('muon', 2e-2), ('muon', 4e-2)],
-                probe_tokens=1e6, evals=6,
+                extend=2, probe_tokens=1e6, evals=6,
                 context=[64, 256, 1024, 4096], gen_lengths=[64, 1024, 8192], gen_tokens=16,
                 recall_lengths=[32, 64], recall_pairs=[2, 4, 8], recall_vocab=18, recall_steps=3000,
                 recall_batch=32, recall_lr=1e-3, recall_seeds=1, recall_eval=500)
-    quick = dict(tokens=4 * 128, seeds=2, grid=[('adamw', 1e-3), ('muon', 1e-2)], probe_tokens=2 * 128, evals=2,
+    quick = dict(tokens=4 * 128, seeds=2, grid=[('adamw', 1e-3), ('muon', 1e-2)], extend=2, probe_tokens=2 * 128,
+                 evals=2,
                  context=[8, 32],
                  gen_lengths=[16, 32], gen_tokens=2, recall_lengths=[12], recall_pairs=[1, 2], recall_vocab=16,
                  recall_steps=4, recall_batch=4, recall_lr=1e-3, recall_seeds=1, recall_eval=20)
@@ -919,9 +950,10 @@ def main(argv=None):
     if not args.models or len(set(args.models)) < len(args.models):
         fail("--models must name each model once")
     if min(args.jobs, args.threads, args.seeds, args.evals, args.recall_steps, args.recall_seeds) < 1 or \
-            min(args.tokens, args.probe_tokens) <= 0 or not args.grid or min(lr for _, lr in args.grid) <= 0:
+            min(args.tokens, args.probe_tokens) <= 0 or not args.grid or min(lr for _, lr in args.grid) <= 0 or \
+            args.extend < 0:
         fail("--jobs, --threads, --seeds, --evals, --tokens, --probe_tokens, --grid's lrs and the recall "
-                         "budget must be positive")
+             "budget must be positive, --extend >= 0")
     if args.task == 'lm':
         unknown = [m for m in args.models if m not in ckpt_io.MODELS]
         if unknown:

@@ -21,6 +21,8 @@ import torch
 
 DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch.float16}
 SLOW_FACTOR = 3.0   # an explicit dtype this many times slower than float32 here gets a warning
+BF16_MARGIN = 1.25  # 'auto' takes bfloat16 off CUDA only at this many times float32's rate: where it is native (AMX)
+                    # it is several times faster, and a tie is the noise of a busy machine, not a reason to lose bits
 
 
 def available_devices():
@@ -127,7 +129,7 @@ def choose_dtype(requested, device, rates=None, cuda_bf16=None):
     requested: 'auto' or one of DTYPES. rates: {dtype: FLOP/s} to decide from (default: measured here, once);
     cuda_bf16: does the CUDA device support bfloat16 (default: ask torch). -> DtypeChoice.
     'auto': CUDA -> bfloat16 if supported, else float16; any other device -> bfloat16 if its measured matmul rate
-    is >= float32's, else float32. An explicit dtype is kept, with a warning when it is > SLOW_FACTOR x slower.
+    is >= BF16_MARGIN x float32's, else float32. An explicit dtype is kept, with a warning when it is > SLOW_FACTOR x slower.
     """
     if requested != 'auto' and requested not in DTYPES:
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {requested!r}")
@@ -145,9 +147,9 @@ def choose_dtype(requested, device, rates=None, cuda_bf16=None):
     rates_text = ', '.join(f"{d} {rates[d] / 1e9:,.1f}" for d in wanted) + ' GFLOP/s'
     if requested == 'auto':
         if not cuda:
-            fast = rates['bfloat16'] >= rates['float32']
+            fast = rates['bfloat16'] >= BF16_MARGIN * rates['float32']
             dtype = 'bfloat16' if fast else 'float32'
-            why = 'bfloat16 matmul ' + ('at least as fast as' if fast else 'slower than') + ' float32 here'
+            why = f"bfloat16 matmul {'at least' if fast else 'under'} {BF16_MARGIN:g}x float32's rate here"
         return DtypeChoice(dtype, f"dtype auto -> {dtype} ({why}; matmul {rates_text})", rates)
     choice = DtypeChoice(requested, f"dtype {requested} (matmul {rates_text})", rates)
     if requested != 'float32' and rates[requested] * SLOW_FACTOR < rates['float32']:

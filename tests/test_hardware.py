@@ -13,8 +13,9 @@ def test_auto_takes_bf16_only_where_it_is_fast():
     slow = hardware.choose_dtype('auto', 'cpu', rates=SLOW_BF16)
     assert slow.dtype == 'float32' and not slow.warning
     assert 'float32 126.0, bfloat16 0.9 GFLOP/s' in slow.reason and 'auto -> float32' in slow.reason
-    equal = {'float32': 1e11, 'bfloat16': 1e11}
-    assert hardware.choose_dtype('auto', 'cpu', rates=equal).dtype == 'bfloat16'   # "at least as fast"
+    equal = {'float32': 1e11, 'bfloat16': 1.1e11}   # a busy machine's noise: not worth bf16's lost bits
+    tie = hardware.choose_dtype('auto', 'cpu', rates=equal)
+    assert tie.dtype == 'float32' and "under 1.25x float32's rate" in tie.reason
 
 
 def test_auto_on_cuda_follows_bf16_support():
