@@ -129,7 +129,8 @@ def choose_dtype(requested, device, rates=None, cuda_bf16=None):
     requested: 'auto' or one of DTYPES. rates: {dtype: FLOP/s} to decide from (default: measured here, once);
     cuda_bf16: does the CUDA device support bfloat16 (default: ask torch). -> DtypeChoice.
     'auto': CUDA -> bfloat16 if supported, else float16; any other device -> bfloat16 if its measured matmul rate
-    is >= BF16_MARGIN x float32's, else float32. An explicit dtype is kept, with a warning when it is > SLOW_FACTOR x slower.
+    is >= BF16_MARGIN x float32's, else float32. An explicit dtype is kept, with a warning when it is > SLOW_FACTOR x
+    slower.
     """
     if requested != 'auto' and requested not in DTYPES:
         raise ValueError(f"dtype must be auto, float32, bfloat16 or float16, not {requested!r}")

@@ -697,6 +697,7 @@ if master_process:
         'optimizer_flops': step_flops['optimizer'], 'total_flops_per_step': flops_per_iter,
         'total_training_flops': flops_per_iter * iter_num, 'peak_flops': peak, 'peak_flops_source': peak_source,
         'device': device, 'dtype': run_dtype, 'dtype_choice': dtype_choice.reason,
+        'machine': hardware.machine_info(device), 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
         'epoch_losses': [e['train_loss'] for e in epoch_log],
         'epoch_perplexities': [perplexity(e['train_loss']) for e in epoch_log],
         'epoch_times': [e['seconds'] for e in epoch_log],

@@ -112,6 +112,8 @@ def test_outputs_history_curves_results(data, tmp_path):
                 'total_tokens', 'vocab_size', 'peak_memory_mb', 'model_size_mb', 'epoch_losses',
                 'epoch_perplexities', 'epoch_times', 'config'):
         assert key in results, key
+    assert results['machine']['cpu'] and isinstance(results['machine']['avx512_bf16'], bool)
+    assert results['date'].startswith('20') and results['date'].endswith(' UTC')
     assert results['total_tokens'] == 6 * 4 * 16
     assert results['final_eval_of_best']['val']['tokens'] == 3000 - 1
     # curves.py: several runs against time and FLOPs; a folder without a finished run is a one-line error
