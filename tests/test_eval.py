@@ -80,7 +80,7 @@ def token_nll(logits, targets):
 @pytest.mark.parametrize('model_type', list(CONFIGS))
 def test_whole_split_equals_naive_window_loop(model_type, ckpts, data):
     path, model = ckpts[model_type]
-    out = ev.main(['--ckpt', str(path), '--device', 'cpu'])
+    out = ev.main(['--ckpt', str(path), '--device', 'cpu', '--dtype', 'float32'])
     x = val_tokens(data)
     nll, correct = 0.0, 0
     with torch.no_grad():
@@ -146,7 +146,7 @@ def test_context_curve_gpt_sliding_window_matches_definition(ckpts, data):
     """Target t >= W is predicted from the window [e - W, e) with e = W + s * ceil((t + 1 - W) / s), capped at L."""
     path, model = ckpts['gpt']
     L, W, s = 40, BLOCK, 5
-    out = ev.main(['--ckpt', str(path), '--device', 'cpu', '--max_tokens', '250', '--context_lengths', f'8,16,{L}',
+    out = ev.main(['--ckpt', str(path), '--device', 'cpu', '--dtype', 'float32', '--max_tokens', '250', '--context_lengths', f'8,16,{L}',
                    '--stride', str(s), '--png', str(path.parent / 'gpt.png')])
     curve = out['context_lengths']
     x = val_tokens(data)[:250]
@@ -171,7 +171,7 @@ def test_context_curve_gpt_sliding_window_matches_definition(ckpts, data):
 def test_context_curve_newllm_is_one_long_read_per_strand(ckpts, data):
     path, model = ckpts['newllm']
     L = 48  # three windows of BLOCK per strand: the state must be carried
-    out = ev.main(['--ckpt', str(path), '--device', 'cpu', '--max_tokens', '300', '--context_lengths', f'4,{L}',
+    out = ev.main(['--ckpt', str(path), '--device', 'cpu', '--dtype', 'float32', '--max_tokens', '300', '--context_lengths', f'4,{L}',
                    '--png', str(path.parent / 'newllm.png')])
     x = val_tokens(data)[:300]
     S = (len(x) - 1) // L
