@@ -1,29 +1,30 @@
 """
-The model registry, atomic file writes, and loading any model from a checkpoint.
+The model registry, atomic file writes, a training run's state, and loading any model from a checkpoint.
 
 A checkpoint is a dict of tensors and plain Python values only, so `torch.load(weights_only=True)` reads it:
     model       state_dict of the bare model (no DDP / torch.compile prefixes)
-    model_type  a key of MODELS ('gpt' | 'newllm' | 'resnetbk' | 'lstm')
+    model_type  a key of MODELS
     model_args  the model config as a dict (dataclasses.asdict)
     meta        the dataset's meta.json (tokenizer, vocabulary, split sizes), so sampling needs no data folder
-    config      train.py's configuration; and, in training checkpoints, the optimizer/scaler/RNG/progress state.
+    config      train.py's settings (config.py)
+and in a training checkpoint (train.py's ckpt.pt, best.pt, ckpt_epochN.pt) also
+    optimizer   [state_dict of each optimizer] (optim.build: one, or Muon's two)
+    scaler      the GradScaler's state_dict
+    rng         [(cpu RNG state, device RNG state or None) of each DDP rank]
+    the fields of TrainState (iter_num, best_val_loss, history, ...), at the top level
+The model contract (what a model file provides) is model_base.LM.
 """
 import dataclasses
 import importlib
 import os
 import tempfile
+import math
 import typing
 
 import torch
 
-# model_type -> (module, config class, model class); imported on first use. A model is one file and one line here.
-# Its config is a dataclass with vocab_size and block_size; the model class, built as Model(config), provides
-#   forward(idx, targets=None) -> (logits (B, T, V), loss); in training with targets, the fused loss (linear_ce.py)
-#   hidden(idx) -> (B, T, D) what lm_head (an nn.Linear) reads; forward_state(idx, state) -> (logits, state)
-#   generate(idx, max_new_tokens, temperature, top_k) (generation.py), get_num_params()
-#   is_recurrent(config) (static): whether forward_state carries an O(1) state (eval.py --carry_state)
-#   flop_rows(config, B, T, device_type) (static): [flops.Row] of one forward + backward; PARAM_GROUPS (optional)
-# tests/test_models.py runs the shared interface tests on every entry.
+# model_type -> (module, config class, model class); imported on first use. A model is one file (see model_base.py)
+# and one line here; tests/test_models.py runs the shared interface tests on every entry.
 MODELS = {
     'gpt': ('model_gpt', 'GPTConfig', 'GPT'),
     'newllm': ('model_newllm', 'NewLLMConfig', 'NewLLM'),
@@ -91,6 +92,49 @@ def load_checkpoint(path, map_location='cpu'):
     if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_type' not in ckpt:
         raise ValueError(f"{path} is not a linlm checkpoint (no 'model'/'model_type' entries)")
     return ckpt
+
+
+@dataclasses.dataclass
+class TrainState:
+    """What a training run carries besides weights, optimizer and RNG states; saved at a checkpoint's top level."""
+    iter_num: int = 0
+    best_val_loss: float = math.inf   # val loss of the weights in best.pt
+    grid_best_loss: float = math.inf  # best val loss at the periodic evaluations: patience counts from it
+    evals_since_best: int = 0
+    train_seconds: float = 0.0
+    history: list = dataclasses.field(default_factory=list)    # one record per evaluation (train.py)
+    epoch_log: list = dataclasses.field(default_factory=list)  # per finished epoch: mean train loss and seconds
+    epoch_running: list = dataclasses.field(default_factory=lambda: [0.0, 0, 0.0])  # the epoch so far: loss sum,
+    #                                                           count, train_seconds at its start
+    peak_flops: float = 0.0           # the MFU reference, measured once at the run's first start (resume keeps it)
+
+    @classmethod
+    def from_checkpoint(cls, ckpt):
+        """The one reader of older runs too: a field their checkpoints lack takes its default (grid_best_loss: the
+        best.pt loss, as it was before the two were kept apart)."""
+        known = {f.name: ckpt[f.name] for f in dataclasses.fields(cls) if f.name in ckpt}
+        known.setdefault('grid_best_loss', known.get('best_val_loss', math.inf))
+        return cls(**known)
+
+
+def training_checkpoint(model, model_type, meta, config, optimizers, scaler, rngs, state):
+    """-> the dict train.py saves (the layout in this module's docstring)."""
+    return {'model': model.state_dict(), 'model_type': model_type, 'model_args': dataclasses.asdict(model.config),
+            'meta': meta, 'config': config, 'optimizer': [o.state_dict() for o in optimizers],
+            'scaler': scaler.state_dict(), 'rng': rngs, **dataclasses.asdict(state)}
+
+
+def restore_optimizers(ckpt, optimizers, scaler, source):
+    """Load a training checkpoint's optimizer and scaler states (ValueError when the optimizers differ)."""
+    if len(ckpt['optimizer']) != len(optimizers):
+        raise ValueError(f"{source} holds the state of {len(ckpt['optimizer'])} optimizer(s), this run has "
+                         f"{len(optimizers)}: resume with the optimizer the run started with")
+    for opt, saved in zip(optimizers, ckpt['optimizer']):
+        if 'fused' in opt.defaults:  # the saved groups' flag would win (the run may be on another device)
+            for group in saved['param_groups']:
+                group['fused'] = opt.defaults['fused']
+        opt.load_state_dict(saved)
+    scaler.load_state_dict(ckpt['scaler'])
 
 
 def build_model(model_type, model_args):

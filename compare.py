@@ -68,6 +68,7 @@ import numpy as np
 import torch
 
 import checkpoint as ckpt_io
+import config
 import data
 from cli import fail
 
@@ -198,43 +199,32 @@ def run_jobs(jobs, n_parallel, threads):
 # -----------------------------------------------------------------------------------------------------------------
 # LM task
 
-def read_config(path):
-    """The assignments of a config file (plain Python, as configurator.py reads them) -> dict."""
-    if not os.path.isfile(path):
-        fail(f"{path} is missing (compare.py reads config/cmp_<model>.py for each model)")
-    values = {}
-    exec(compile(open(path).read(), path, 'exec'), {}, values)
-    return {k: v for k, v in values.items() if not k.startswith('_')}
-
-
 def lm_setup(args):
     """-> per model: config path, model type, model fields (at the dataset's vocabulary), train.py overrides,
     tokens per iteration and parameter count."""
     setups = {}
     for m in args.models:
         path = os.path.join(args.config_dir, f'cmp_{m}.py')
-        cfg = read_config(path)
-        model_type = cfg.get('model_type', 'gpt')
-        fields = ckpt_io.config_fields(model_type)
-        overrides = {}
-        if args.quick:
-            overrides.update(QUICK_MODELS[model_type], **QUICK_TRAIN)
-        cfg.update(overrides)
-        dataset = args.dataset or cfg.get('dataset')
+        if not os.path.isfile(path):
+            fail(f"{path} is missing (compare.py reads config/cmp_<model>.py for each model)")
+        model_type = config.load([path], check_values=False).model_type
+        overrides = dict(QUICK_MODELS[model_type], **QUICK_TRAIN) if args.quick else {}
+        if args.dataset:
+            overrides['dataset'] = args.dataset
         try:
-            data_dir, meta = data.load_meta(dataset, '' if args.dataset else cfg.get('prepare_args', ''))
+            cfg = config.load([path] + [f'--{k}={v}' for k, v in overrides.items()])
+            data_dir, meta = data.load_meta(cfg.dataset)
         except (FileNotFoundError, ValueError) as e:
             fail(e)
-        model_args = {k: v for k, v in cfg.items() if k in fields}
-        model_args['vocab_size'] = meta['vocab_size']
-        if 'block_size' in fields:
-            model_args['block_size'] = cfg['block_size']
+        overrides.pop('dataset', None)
+        model_args = {k: v for k, v in cfg.model_args.items() if k in cfg.model_set or k == 'block_size'}
+        model_args['vocab_size'] = meta['vocab_size']  # the fields the config sets (the rest: the model's defaults)
         with torch.device('meta'):
             n_params = ckpt_io.build_model(model_type, model_args).get_num_params()
-        tpi = cfg['batch_size'] * cfg['block_size'] * cfg.get('gradient_accumulation_steps', 1)
         setups[m] = {'config_file': path, 'model_type': model_type, 'model_args': model_args, 'overrides': overrides,
-                     'tokens_per_iter': tpi, 'params': n_params, 'dataset': dataset, 'data_dir': data_dir,
-                     'meta': meta, 'block_size': cfg['block_size'], 'batch_size': cfg['batch_size']}
+                     'tokens_per_iter': cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps,
+                     'params': n_params, 'dataset': cfg.dataset, 'data_dir': data_dir, 'meta': meta,
+                     'block_size': cfg.block_size, 'batch_size': cfg.batch_size}
     return setups
 
 
@@ -245,7 +235,7 @@ def train_argv(args, s, out_dir, optimizer, lr, iters, seed, evals):
             f'--eval_interval={max(1, iters // evals)}', '--eval_full=True', '--max_time=0', '--max_epochs=0',
             '--patience=0', '--init_from=scratch']
     if args.dataset:
-        argv += [f'--dataset={args.dataset}', '--prepare_args=']
+        argv.append(f'--dataset={args.dataset}')
     for k, v in s['overrides'].items():
         argv.append(f'--{k}={v}')
     return argv + [f'--dtype={args.dtype}', f'--device={args.device}']

@@ -212,6 +212,8 @@ def parse_args(argv, defaults, extra_types=None, script=None, model_configs=None
             hint = f"did you mean '{close[0]}'?" if close else f"(python {_prog()} --help lists every key)"
             fail(f"unknown config key '{key}' ({where}); {hint}")
         t = expected_type(key)
+        if t is int and isinstance(value, float) and value.is_integer():  # --max_iters=1e3
+            value = int(value)
         if not _type_ok(value, t):
             fail(f"config key '{key}' expects {_tname(t)}, got {value!r} ({where})")
         if isinstance(t, type) and t is float and isinstance(value, int) and not isinstance(value, bool):

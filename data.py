@@ -34,34 +34,31 @@ def prepare_setup(prepare_args):
         raise ValueError(f"prepare_args {prepare_args!r}: {e}") from None
 
 
-def prepare_hint(prepare_args):
-    return (f"make it with `python prepare.py {prepare_args}` (offline: `python prepare.py {prepare_args} "
-            f"--raw_dir DIR`, README: Data)")
+def prepare_hint(name):
+    """How to make a dataset of prepare.NAMED."""
+    import prepare
+    return (f"make it with `python prepare.py {name}` (that is, `python prepare.py {prepare.NAMED[name]}`; offline: "
+            f"add --raw_dir DIR, README: Data)")
 
 
-def load_meta(dataset, prepare_args=''):
+def load_meta(dataset):
     """
-    -> (data_dir, meta). prepare_args: the prepare.py arguments the run expects its data to come from ('' = no
-    expectation, except for <wikitext2|wikitext103|dailydialog>-gpt2, whose name says it all): a missing dataset's
-    error prints that command, and data made with other options is refused (FileNotFoundError / ValueError).
+    -> (data_dir, meta). A dataset named in prepare.NAMED (e.g. wikitext2-word1000) must come from that table's
+    prepare.py command: a missing one's error prints the command, and data made with other options is refused
+    (FileNotFoundError / ValueError). Other folders are taken as they are.
     """
+    import prepare
     data_dir = dataset_dir(dataset)
-    base = os.path.basename(dataset.rstrip('/'))
-    if not prepare_args and base.endswith('-gpt2'):
-        import prepare
-        if base[:-5] in prepare.DATASETS:
-            prepare_args = base[:-5]
+    name = os.path.basename(dataset.rstrip('/'))
+    prepare_args = prepare.NAMED.get(name, '')
     if prepare_args:
-        setup, name = prepare_setup(prepare_args)
-        if data_dir != dataset and name != dataset:
-            raise ValueError(f"`python prepare.py {prepare_args}` writes data/{name}, not data/{dataset}: make "
-                             f"dataset and prepare_args agree")
+        setup, _ = prepare_setup(prepare_args)
     path = os.path.join(data_dir, 'meta.json')
     if not os.path.isfile(path):
         if prepare_args:
-            hint = prepare_hint(prepare_args)
+            hint = prepare_hint(name)
         else:
-            hint = "prepare.py writes data/<wikitext2|wikitext103|dailydialog>-<gpt2|word<K>> (README: Data)"
+            hint = f"prepare.py writes data/<name> for the names {', '.join(prepare.NAMED)} (README: Data)"
         raise FileNotFoundError(f"dataset {dataset!r} not found ({path} is missing); {hint}")
     with open(path) as f:
         meta = json.load(f)
@@ -70,7 +67,7 @@ def load_meta(dataset, prepare_args=''):
         if differs:
             raise ValueError(f"{data_dir} was prepared with " + ', '.join(f"{k}={meta.get(k)!r}" for k in differs) +
                              " but this run expects " + ', '.join(f"{k}={setup[k]!r}" for k in differs) +
-                             f" (`python prepare.py {prepare_args}`; prepare into another --out_dir to keep both)")
+                             f" (`python prepare.py {name}`; prepare into another --out_dir to keep both)")
     return data_dir, meta
 
 
@@ -96,6 +93,14 @@ def check_vocabulary(trained_meta, meta, trained_on, data_name):
                          f"(vocab {trained_meta.get('vocab_size')}) but {data_name} uses {meta.get('tokenizer')} "
                          f"(vocab {meta.get('vocab_size')}); prepare the data with the same tokenizer "
                          f"(word: prepare.py --vocab_from <the first data's meta.json>)")
+
+
+def bos_token(meta, what):
+    """The <bos> id of a dataset that `what` (line windows) needs; ValueError when its data has no <bos> lines."""
+    bos = meta.get('special_tokens', {}).get('<bos>')
+    if bos is None:
+        raise ValueError(f"{what} needs <bos> lines (prepare.py --line_format bos_eos)")
+    return bos
 
 
 def line_windows(data, length, bos):
@@ -139,10 +144,45 @@ def random_batch(data, rng, batch_size, block_size):
     return x, y
 
 
-def samples_per_epoch(batch_mode, n_train_tokens, n_train_windows, block_size):
-    """'random': an epoch reads every train token about once; 'seed_lines': every line window once."""
-    return n_train_windows if batch_mode == 'seed_lines' else (n_train_tokens - 1) // block_size
+class Batches:
+    """
+    The batches of one split, each a pure function of (seed, split, step, micro_step): resuming needs no data state,
+    and under DDP rank r takes micro-steps r, r + world, ... of a global step exactly as one process would.
+      mode 'random':     batch_size windows at random offsets of the stream (random_batch)
+      mode 'seed_lines': the New-LLM seed's line windows (line_windows); training reads a fresh permutation of them
+                         every epoch, the loss estimates draw windows at random
+    An epoch reads every train token about once ('random': (tokens - 1) // block_size windows) or every line window
+    once ('seed_lines'); iters_per_epoch counts optimizer steps of batch_size x accum_steps windows.
+    """
 
+    def __init__(self, tokens, meta, mode, block_size, batch_size, accum_steps=1, seed=0, split='train', note=''):
+        self.tokens, self.mode, self.block_size, self.batch_size = tokens, mode, block_size, batch_size
+        self.accum_steps, self.seed, self.is_train = accum_steps, seed, split == 'train'
+        self.pad = meta.get('pad_token') or 0
+        if mode == 'seed_lines':
+            self.windows = line_windows(tokens, block_size + 1, bos_token(meta, "batch_mode='seed_lines'"))
+            if len(self.windows[0]) == 0:
+                raise ValueError(f"no <bos> line windows in the {split} split")
+            self.samples_per_epoch = len(self.windows[0])
+        else:
+            if len(tokens) < block_size + 1:
+                raise ValueError(f"the {split} split has {len(tokens):,} tokens{note}, fewer than block_size + 1 = "
+                                 f"{block_size + 1}")
+            self.samples_per_epoch = (len(tokens) - 1) // block_size
+        self.iters_per_epoch = max(1, -(-self.samples_per_epoch // (batch_size * accum_steps)))
 
-def iters_per_epoch(samples, batch_size, gradient_accumulation_steps):
-    return max(1, -(-samples // (batch_size * gradient_accumulation_steps)))
+    def get(self, step, micro_step=0, estimate=False):
+        """-> x, y (batch_size, block_size) int64 arrays; estimate=True: the fixed batches of the loss estimates."""
+        rng = np.random.default_rng([self.seed, int(estimate), self.is_train, step, micro_step])
+        if self.mode == 'random':
+            return random_batch(self.tokens, rng, self.batch_size, self.block_size)
+        if self.is_train and not estimate:  # the epoch's permutation of the windows
+            epoch, i = divmod(step, self.iters_per_epoch)
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.samples_per_epoch)
+            first = (i * self.accum_steps + micro_step) * self.batch_size
+            rows = perm[first:first + self.batch_size]
+            if len(rows) == 0:  # more accumulation slots than windows left in the epoch's last step
+                rows = perm[:self.batch_size]
+        else:
+            rows = rng.integers(len(self.windows[0]), size=self.batch_size)
+        return windows_batch(self.tokens, self.windows, rows, self.block_size, self.pad)

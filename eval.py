@@ -367,7 +367,7 @@ def quantize_int8(model):
 def load_data(dataset, split, ckpt):
     """-> (tokens memmap, meta, data_dir); FileNotFoundError / ValueError for a missing dataset or split, a vocabulary
     mismatch, or a split too short to score."""
-    data_dir, meta = data.load_meta(dataset, ckpt.get('config', {}).get('prepare_args', ''))
+    data_dir, meta = data.load_meta(dataset)
     tokens = data.load_split(data_dir, split)
     data.check_vocabulary(ckpt.get('meta', {}), meta, 'the checkpoint', data_dir)
     if len(tokens) < 2:
@@ -445,8 +445,10 @@ def run(args):
                          f"the LSTM, causal ResNet-BK); {model_type}'s "
                          f"context is its block_size window (see --context_lengths for its sliding window)")
     bos = meta['special_tokens'].get('<bos>')
-    if args.windows == 'lines' and (bos is None or args.carry_state):
-        raise ValueError("--windows lines needs <bos> lines (prepare.py --line_format bos_eos) and no --carry_state")
+    if args.windows == 'lines':
+        data.bos_token(meta, '--windows lines')
+        if args.carry_state:
+            raise ValueError("--windows lines reads each window from a zero context: drop --carry_state")
 
     split_meta = dict(meta['splits'].get(args.split, {}))
     scored_fraction = (len(tokens) - 1) / max(split_meta.get('tokens', len(tokens)) - 1, 1)

@@ -57,7 +57,7 @@ from collections import namedtuple
 import torch
 
 import checkpoint as ckpt_io
-import configurator
+import config
 import data
 import hardware
 import optim
@@ -244,37 +244,24 @@ def measure_step(model, batch_size, seq_len, vocab_size, device='cpu', optimizer
 # -----------------------------------------------------------------------------------------------------------------
 # command line
 
-TRAIN_PY = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'train.py')
-
-
-def train_defaults():
-    """train.py's configuration globals with their defaults, read from its source (importing it would train)."""
-    return configurator.script_defaults(TRAIN_PY)
-
-
 def run_iterations(cfg, data_dir, meta):
     """Iterations of the configured run by train.py's rule (tightest of max_iters and max_epochs) -> (n, how)."""
-    B, T, accum = cfg['batch_size'], cfg['block_size'], cfg['gradient_accumulation_steps']
     why = []
-    if cfg['max_epochs']:
-        per_epoch = None
+    if cfg.max_epochs:
         if meta is not None and os.path.isfile(os.path.join(data_dir, 'train.bin')):
             train = data.load_split(data_dir, 'train')
-            train = train[:cfg['data_limit']] if cfg['data_limit'] else train
-            windows = 0
-            if cfg['batch_mode'] == 'seed_lines':
-                windows = len(data.line_windows(train, T + 1, meta['special_tokens'].get('<bos>', -1))[0])
-            per_epoch = data.iters_per_epoch(data.samples_per_epoch(cfg['batch_mode'], len(train), windows, T), B, accum)
-        if per_epoch is None:
-            why.append(f"max_epochs={cfg['max_epochs']} (iterations per epoch unknown without {data_dir})")
+            train = train[:cfg.data_limit] if cfg.data_limit else train
+            per_epoch = data.Batches(train, meta, cfg.batch_mode, cfg.block_size, cfg.batch_size,
+                                     cfg.gradient_accumulation_steps).iters_per_epoch
+            why.append((cfg.max_epochs * per_epoch, f"max_epochs={cfg.max_epochs} x {per_epoch:,} per epoch"))
         else:
-            why.append((cfg['max_epochs'] * per_epoch, f"max_epochs={cfg['max_epochs']} x {per_epoch:,} per epoch"))
-    if cfg['max_iters']:
-        why.append((cfg['max_iters'], f"max_iters={cfg['max_iters']}"))
+            why.append(f"max_epochs={cfg.max_epochs} (iterations per epoch unknown without {data_dir})")
+    if cfg.max_iters:
+        why.append((cfg.max_iters, f"max_iters={cfg.max_iters}"))
     known = [w for w in why if isinstance(w, tuple)]
     if known:
         return min(known)
-    return None, (why[0] if why else f"max_time={cfg['max_time']} s: iterations unknown in advance")
+    return None, (why[0] if why else f"max_time={cfg.max_time} s: iterations unknown in advance")
 
 
 def _fmt(n):
@@ -332,20 +319,11 @@ def run(argv):
         else:
             rest.append(a)
         i += 1
-    defaults = train_defaults()
-    model_keys = {k: t for mt in ckpt_io.MODELS for k, (t, _) in ckpt_io.config_fields(mt).items() if k not in defaults}
-    overrides = configurator.parse_args(rest, defaults, model_keys, script=TRAIN_PY,
-                                        model_configs={mt: ckpt_io.model_classes(mt)[0] for mt in ckpt_io.MODELS})
-    cfg = {**defaults, **{k: v for k, v in overrides.items() if k in defaults}}
-    model_type = cfg['model_type']
-    fields = ckpt_io.config_fields(model_type)
-    bad = [k for k in overrides if k in model_keys and k not in fields]
-    if bad:
-        raise ValueError(f"'{bad[0]}' is not a field of {model_type}'s config ({', '.join(fields)})")
-    model_args = {k: v for k, v in overrides.items() if k in fields}
-    if 'block_size' in fields:
-        model_args['block_size'] = cfg['block_size']
-    data_dir = data.dataset_dir(cfg['dataset'])
+    cfg = config.load(rest, check_values=False)
+    model_type, model_args = cfg.model_type, {k: v for k, v in cfg.model_args.items() if k != 'vocab_size'}
+    if 'vocab_size' in cfg.model_set:
+        model_args['vocab_size'] = cfg.model_set['vocab_size']
+    data_dir = data.dataset_dir(cfg.dataset)
     meta = None
     if os.path.isfile(os.path.join(data_dir, 'meta.json')):
         with open(os.path.join(data_dir, 'meta.json')) as f:
@@ -359,11 +337,11 @@ def run(argv):
     else:
         vocab_from = f"model default; no {data_dir}/meta.json"
     cfg_obj = _config(model_type, model_args)
-    B, T, accum = cfg['batch_size'], cfg['block_size'], cfg['gradient_accumulation_steps']
-    clip = bool(cfg['grad_clip_schedule']) or cfg['grad_clip'] > 0
-    device = hardware.resolve_device(cfg['device'])
+    B, T, accum = cfg.batch_size, cfg.block_size, cfg.gradient_accumulation_steps
+    clip = bool(cfg.grad_clip_schedule) or cfg.grad_clip > 0
+    device = hardware.resolve_device(cfg.device)
     device_type = hardware.device_type(device)
-    s = step_flops(model_type, cfg_obj, B, T, accum, cfg['optimizer'], clip, convention, device_type)
+    s = step_flops(model_type, cfg_obj, B, T, accum, cfg.optimizer, clip, convention, device_type)
 
     print(f"{model_type}: {s['n_params']:,} parameters | batch {B} x {T} tokens"
           f"{f' x {accum} accumulation steps' if accum > 1 else ''} | vocab {cfg_obj.vocab_size:,} ({vocab_from}) "
@@ -391,15 +369,15 @@ def run(argv):
         bc = min(B, 4)
         torch.manual_seed(0)
         model = ckpt_io.build_model(model_type, dataclasses.asdict(cfg_obj))
-        a = step_flops(model_type, cfg_obj, bc, T, 1, cfg['optimizer'], clip, 'exact', device_type, model=model)
-        m = measure_step(model, bc, T, cfg_obj.vocab_size, device, cfg['optimizer'])
-        print(f"\n--check: one training step (forward, backward, {cfg['optimizer']} update) at batch {bc} x {T} on "
+        a = step_flops(model_type, cfg_obj, bc, T, 1, cfg.optimizer, clip, 'exact', device_type, model=model)
+        m = measure_step(model, bc, T, cfg_obj.vocab_size, device, cfg.optimizer)
+        print(f"\n--check: one training step (forward, backward, {cfg.optimizer} update) at batch {bc} x {T} on "
               f"{device}, under torch.utils.flop_counter.FlopCounterMode (it counts matmuls, SDPA, convolutions)")
         print(f"{'':<20} {'analytic matmul':>20} {'measured':>20}")
         step_a, step_m = a['forward_matmul'] + a['backward_matmul'], m['forward'] + m['backward']
         # training runs lm_head fused with the loss (linear_ce.py): its gradient matmuls, 4 M D V, run in the forward
         head = 4 * bc * T * cfg_obj.vocab_size * model.lm_head.weight.shape[1]
-        opt_mm = optim.muon_flops(model) if cfg['optimizer'] == 'muon' else 0  # Newton-Schulz matmuls
+        opt_mm = optim.muon_flops(model) if cfg.optimizer == 'muon' else 0  # Newton-Schulz matmuls
         for phase, want, got in (('forward', a['forward_matmul'] + head, m['forward']),
                                  ('backward', a['backward_matmul'] - head, m['backward']),
                                  ('forward + backward', step_a, step_m), ('optimizer', opt_mm, m['optimizer'])):

@@ -60,6 +60,7 @@ import json
 import multiprocessing
 import os
 import re
+import shlex
 import sys
 import time
 import zipfile
@@ -79,6 +80,18 @@ CHUNK_BYTES = 1 << 20  # text per tokenization task
 MAX_CHUNK_BYTES = 64 << 20  # cut anyway if no safe line comes (never in WikiText: most lines start with " X")
 DIALOGS_PER_CHUNK = 2000
 DATASETS = ("wikitext2", "wikitext103", "dailydialog")
+# the datasets the configs name -> the prepare.py arguments that make them (`python prepare.py NAME` runs them);
+# train.py refuses a folder of that name made with other options
+NAMED = {
+    "wikitext2-gpt2": "wikitext2",
+    "wikitext103-gpt2": "wikitext103",
+    "dailydialog-gpt2": "dailydialog",
+    "wikitext2-word1000": "wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos "
+                          "--min_line_words 5",                                # the New-LLM seed's
+    "wikitext2-word30000": "wikitext2 --tokenizer word --vocab_size 30000",
+    "wikitext103-word30000": "wikitext103 --tokenizer word --vocab_size 30000",  # the ResNet-BK seed's
+    "dailydialog-word1000": "dailydialog --tokenizer word --vocab_from data/wikitext2-word1000/meta.json",
+}
 MAX_VOCAB = 1 << 16  # ids must fit np.uint16
 SPECIALS = {"bos_eos": ("<pad>", "<unk>", "<bos>", "<eos>"), "dialog": ("<pad>", "<unk>", "<bos>", "<eos>"),
             "concat": ("<unk>",)}
@@ -400,6 +413,9 @@ def build_vocab(source, lowercase, vocab_size, specials, num_proc):
 # ----------------------------------------------------------------------------------------------------------------------
 
 def parse_args(argv):
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in NAMED:  # a dataset name of the table: its arguments, then any the user adds
+        argv = shlex.split(NAMED[argv[0]]) + argv[1:]
     p = argparse.ArgumentParser(
         description="Tokenize WikiText-2/103 or DailyDialog into uint16 token streams + meta.json "
                     "(details: the module docstring).",
@@ -408,7 +424,7 @@ def parse_args(argv):
                "  New-LLM:   %(prog)s wikitext2 --tokenizer word --vocab_size 1000 --lowercase \\\n"
                "                 --line_format bos_eos --min_line_words 5\n"
                "  ResNet-BK: %(prog)s wikitext103 --tokenizer word --vocab_size 30000")
-    p.add_argument("dataset", choices=DATASETS)
+    p.add_argument("dataset", choices=DATASETS, help=f"or a name of NAMED: {', '.join(NAMED)}")
     p.add_argument("--tokenizer", choices=["gpt2", "word"], default="gpt2")
     p.add_argument("--vocab_size", type=int, help="word: number of ids, special tokens included")
     p.add_argument("--lowercase", action="store_true", help="word: lowercase the text before splitting")

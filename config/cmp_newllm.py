@@ -10,7 +10,6 @@ n_hidden = 512
 n_context = 256
 n_layer = 6
 dataset = 'wikitext2-word1000'
-prepare_args = 'wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5'
 batch_mode = 'random'
 block_size = 63            # the New-LLM seed's 64-token windows
 batch_size = 128

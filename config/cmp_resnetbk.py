@@ -11,7 +11,6 @@ n_experts = 4
 top_k = 1
 bk_causal = True
 dataset = 'wikitext2-word1000'
-prepare_args = 'wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5'
 batch_mode = 'random'
 block_size = 63            # the New-LLM seed's 64-token windows
 batch_size = 128

@@ -1,7 +1,7 @@
 # DailyDialog fine-tuning of the WikiText-2 GPT. Name it after the pretraining config, which sets the architecture:
 #   python train.py config/wt2_gpt.py config/dd_finetune_gpt.py                       # from out-wt2-gpt/best.pt
 #   python train.py config/wt2_gpt.py config/dd_finetune_gpt.py --init_from=scratch --out_dir=out-dd-gpt-scratch
-# Data (prepare_args defaults to `dailydialog` for dailydialog-gpt2; gpt2 tokens: turns joined by "\n", <|endoftext|> after each dialogue).
+# Data (`python prepare.py dailydialog-gpt2`; gpt2 tokens: turns joined by "\n", <|endoftext|> after each dialogue).
 dataset = 'dailydialog-gpt2'
 init_from = 'out-wt2-gpt/best.pt'
 out_dir = 'out-dd-gpt'

@@ -4,7 +4,6 @@
 # (the seed's own fine-tuning rebuilt the vocabulary, failed to load the checkpoint and silently trained from scratch;
 # here a vocabulary or shape mismatch is an error)
 dataset = 'dailydialog-word1000'
-prepare_args = 'dailydialog --tokenizer word --vocab_from data/wikitext2-word1000/meta.json'
 init_from = 'out-wt2-newllm/best.pt'
 out_dir = 'out-dd-newllm'
 learning_rate = 5e-4

@@ -1,11 +1,10 @@
 # The ResNet-BK seed's WikiText-103 experiment (seeds/README.md; seed PPL 982.11, a training PPL with misaligned
 # targets), rerun correctly: causal BK-Core, exact gradients, a learning router, targets aligned, whole-split val.
-# 4,146,120 parameters. Data: prepare_args below
+# 4,146,120 parameters. Data: `python prepare.py wikitext103-word30000`
 # (case-sensitive whitespace words, <unk> + 29,999 most common, lines concatenated). Compare with
 # config/wt103_resnetbk_gpt.py, the Transformer of equal size the seed's "within 30%" requirement asks for.
 model_type = 'resnetbk'
 dataset = 'wikitext103-word30000'
-prepare_args = 'wikitext103 --tokenizer word --vocab_size 30000'
 out_dir = 'out-wt103-resnetbk'
 data_limit = 10_000_000     # the seed's first 10M train tokens
 batch_size = 16

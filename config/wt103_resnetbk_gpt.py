@@ -3,7 +3,6 @@
 # exactly as config/wt103_resnetbk.py. GPT ties its embeddings, so at equal size it is wider: n_embd 112, 5 layers.
 model_type = 'gpt'
 dataset = 'wikitext103-word30000'
-prepare_args = 'wikitext103 --tokenizer word --vocab_size 30000'
 out_dir = 'out-wt103-resnetbk-gpt'
 data_limit = 10_000_000
 batch_size = 16

@@ -11,7 +11,6 @@
 #   python train.py config/wt2_newllm.py
 model_type = 'newllm'
 dataset = 'wikitext2-word1000'
-prepare_args = 'wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5'
 out_dir = 'out-wt2-newllm'
 batch_mode = 'random'
 block_size = 63

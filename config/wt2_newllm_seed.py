@@ -5,7 +5,6 @@
 #   python train.py config/wt2_newllm_seed.py
 model_type = 'newllm'
 dataset = 'wikitext2-word1000'
-prepare_args = 'wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5'
 out_dir = 'out-wt2-newllm-seed'
 batch_mode = 'seed_lines'
 block_size = 63

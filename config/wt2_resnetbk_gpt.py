@@ -2,7 +2,6 @@
 # GPT with n_embd 112, 5 layers, 4,134,480 parameters vs ResNet-BK's 4,146,120, same data and training.
 model_type = 'gpt'
 dataset = 'wikitext2-word30000'
-prepare_args = 'wikitext2 --tokenizer word --vocab_size 30000'
 out_dir = 'out-wt2-resnetbk-gpt'
 batch_size = 16
 block_size = 128

@@ -3,7 +3,6 @@
 # 5,011,456 parameters (New-LLM has 2,739,432).
 model_type = 'gpt'
 dataset = 'wikitext2-word1000'
-prepare_args = 'wikitext2 --tokenizer word --vocab_size 1000 --lowercase --line_format bos_eos --min_line_words 5'
 out_dir = 'out-wt2-tinygpt2'
 n_layer = 6
 n_head = 4

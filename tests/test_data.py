@@ -21,10 +21,23 @@ def test_windows_batch_pads_inputs_and_masks_targets():
     assert x.tolist() == [[2, 5, 6, 3], [2, 7, 3, 0]] and y.tolist() == [[5, 6, 3, -1], [7, 3, -1, -1]]
 
 
-def test_iterations_per_epoch():
-    assert data.samples_per_epoch('random', 1001, 0, 10) == 100
-    assert data.samples_per_epoch('seed_lines', 1001, 37, 10) == 37
-    assert data.iters_per_epoch(100, 8, 2) == 7 and data.iters_per_epoch(1, 8, 2) == 1
+def test_iterations_per_epoch_and_batches_are_a_function_of_the_step(tmp_path):
+    meta = {'special_tokens': {'<bos>': 2}, 'pad_token': 0}
+    stream = np.arange(1001) % 50 + 3
+    b = data.Batches(stream, meta, 'random', 10, 8, accum_steps=2, seed=1)
+    assert b.samples_per_epoch == 100 and b.iters_per_epoch == 7      # 100 windows / (8 x 2) per step, rounded up
+    assert all(np.array_equal(u, v) for u, v in zip(b.get(3, 1), data.Batches(stream, meta, 'random', 10, 8, 2, 1).get(3, 1)))
+    assert not np.array_equal(b.get(3, 1)[0], b.get(3, 0)[0])
+    lines = np.array([2, 5, 6, 7, 2, 8, 9, 2, 10, 11, 12, 13, 14, 15] * 3)
+    s = data.Batches(lines, meta, 'seed_lines', 4, 2, seed=0)
+    assert s.samples_per_epoch == len(data.line_windows(lines, 5, 2)[0]) and s.iters_per_epoch == -(-s.samples_per_epoch // 2)
+    # one epoch of training batches reads every window once
+    rows = sorted(tuple(x) for step in range(s.iters_per_epoch) for x in s.get(step)[0])[:s.samples_per_epoch]
+    assert len(rows) == s.samples_per_epoch
+    with pytest.raises(ValueError, match="batch_mode='seed_lines' needs <bos> lines"):
+        data.Batches(lines, {'special_tokens': {}}, 'seed_lines', 4, 2)
+    with pytest.raises(ValueError, match=r"the train split has 5 tokens \(data_limit\), fewer than block_size \+ 1 = 11"):
+        data.Batches(stream[:5], meta, 'random', 10, 8, note=' (data_limit)')
 
 
 def test_dataset_dir_is_beside_the_code_whatever_the_folder(tmp_path, monkeypatch):
@@ -32,5 +45,5 @@ def test_dataset_dir_is_beside_the_code_whatever_the_folder(tmp_path, monkeypatc
     assert data.dataset_dir('wikitext2-gpt2') == data.os.path.join(data.DATA_ROOT, 'wikitext2-gpt2')
     assert data.DATA_ROOT.endswith('/data') and str(tmp_path) not in data.DATA_ROOT
     assert data.dataset_dir(str(tmp_path)) == str(tmp_path)
-    with pytest.raises(ValueError, match="writes data/wikitext2-gpt2, not data/other"):
-        data.load_meta('other', 'wikitext2')
+    with pytest.raises(FileNotFoundError, match="make it with `python prepare.py wikitext2-word30000`"):
+        data.load_meta(str(tmp_path / 'wikitext2-word30000'))

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import checkpoint as ckpt_io
+import config
 import flops
 from helpers import ROOT, make_dataset, run
 
@@ -114,11 +115,12 @@ def test_seed_lines_iterations(tmp_path):
     windows = 0
     for s, e in zip(starts, starts[1:] + [len(arr)]):
         windows += 1 if e - s <= L else len(range(s, e - L + 1, L // 2))
-    cfg = dict(flops.train_defaults(), batch_mode='seed_lines', block_size=16, batch_size=8, max_epochs=3,
-               max_iters=0)
+    cfg = config.load(['--batch_mode=seed_lines', '--block_size=16', '--batch_size=8', '--max_epochs=3',
+                       '--max_iters=0'])
     per_epoch = -(-windows // 8)
     assert flops.run_iterations(cfg, str(data), meta) == (3 * per_epoch, f"max_epochs=3 x {per_epoch:,} per epoch")
-    assert flops.run_iterations(dict(cfg, max_iters=5), str(data), meta) == (5, "max_iters=5")
+    cfg.settings['max_iters'] = 5
+    assert flops.run_iterations(cfg, str(data), meta) == (5, "max_iters=5")
 
 
 @pytest.mark.parametrize('args, message', [
@@ -135,7 +137,7 @@ def test_bad_input_is_one_line_error(args, message, capsys):
 
 
 def test_train_reports_flops_and_mfu(tmp_path):
-    """train.py: MFU in the progress line = FLOPs per iteration / (seconds per iteration x the configured peak),
+    """train.py: MFU in the progress line = model FLOPs per iteration / (seconds per iteration x the configured peak),
     and the FLOPs fields of results.json."""
     data = make_dataset(tmp_path / 'tiny')
     p = run('train.py', f'--dataset={data}', '--model_type=gpt', '--n_layer=1', '--n_head=2', '--n_embd=16',
@@ -148,9 +150,11 @@ def test_train_reports_flops_and_mfu(tmp_path):
     assert (r['forward_flops'], r['backward_flops'], r['optimizer_flops'], r['total_flops_per_step']) == \
         (want['forward'], want['backward'], want['optimizer'], want['per_step'])
     assert r['total_training_flops'] == 2 * want['per_step'] and r['peak_flops'] == 1e9
-    lines = re.findall(r'^iter \d .*\| ([\d.]+) ms/iter .*\| MFU ([\d.]+)%', p.stdout, re.M)
+    lines = re.findall(r'^iter \d .*\| ([\d.]+) ms/iter .*\| MFU ([\d.]+)%.* \(\+ optimizer ([\d.]+)%\)', p.stdout,
+                       re.M)
     assert len(lines) == 2
-    for ms, mfu in lines:  # the printed MFU follows from the printed time (rounded to 0.1 ms and 0.1%)
+    model_flops = want['forward'] + want['backward']  # MFU counts the model's FLOPs; the optimizer's beside it
+    for ms, mfu, opt in lines:  # the printed figures follow from the printed time (rounded to 0.1 ms and 0.1%)
         seconds = (float(ms) + 0.05) * 1e-3, (float(ms) - 0.05) * 1e-3
-        assert 100 * want['per_step'] / (seconds[0] * 1e9) - 0.051 <= float(mfu) \
-            <= 100 * want['per_step'] / (seconds[1] * 1e9) + 0.051
+        for flops_, shown in ((model_flops, mfu), (want['optimizer'], opt)):
+            assert 100 * flops_ / (seconds[0] * 1e9) - 0.051 <= float(shown) <= 100 * flops_ / (seconds[1] * 1e9) + 0.051

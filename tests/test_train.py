@@ -38,18 +38,17 @@ def test_field_of_another_model_is_an_error(data):
     assert p.returncode != 0 and "'n_hidden' is not a field of gpt's config" in p.stderr
 
 
-def test_missing_dataset_prints_the_configs_prepare_command(tmp_path):
-    p = run('train.py', 'config/wt2_newllm.py', '--dataset=nosuchdata-x', '--prepare_args=', check=False)
-    assert p.returncode == 2 and 'prepare.py writes data/<wikitext2|wikitext103|dailydialog>' in p.stderr
+def test_missing_dataset_prints_the_prepare_command_of_its_name(tmp_path):
+    p = run('train.py', 'config/wt2_newllm.py', '--dataset=nosuchdata-x', check=False)
+    assert p.returncode == 2 and 'prepare.py writes data/<name> for the names wikitext2-gpt2' in p.stderr
     p = run('train.py', 'config/smoke.py', f'--dataset={tmp_path}/wikitext2-gpt2', check=False)
-    assert p.returncode == 2 and 'make it with `python prepare.py wikitext2` (offline: `python prepare.py ' \
-        'wikitext2 --raw_dir DIR`' in p.stderr
-    # the config's own command, verbatim: it makes exactly the data the config expects
-    import runpy
-    cfg = runpy.run_path('config/wt2_newllm.py')
+    assert p.returncode == 2 and 'make it with `python prepare.py wikitext2-gpt2` (that is, `python prepare.py ' \
+        'wikitext2`; offline: add --raw_dir DIR' in p.stderr
+    # a name of prepare.NAMED: its command makes exactly the data the config expects
+    import prepare
     p = run('train.py', 'config/wt2_newllm.py', f'--dataset={tmp_path}/wikitext2-word1000', check=False)
-    assert p.returncode == 2 and f"`python prepare.py {cfg['prepare_args']}`" in p.stderr
-    assert '--lowercase --line_format bos_eos --min_line_words 5' in cfg['prepare_args']
+    assert p.returncode == 2 and f"`python prepare.py {prepare.NAMED['wikitext2-word1000']}`" in p.stderr
+    assert '--lowercase --line_format bos_eos --min_line_words 5' in prepare.NAMED['wikitext2-word1000']
     assert not (tmp_path / 'wikitext2-word1000').exists() and 'Traceback' not in p.stderr
 
 
@@ -199,7 +198,8 @@ BAD_INPUT = [
     (['--optimizer=sgd'], "optimizer must be 'adamw', 'adam' or 'muon', not 'sgd'"),
     (['--model_type=rnn'], "unknown model_type 'rnn'"),
     (['--init_from=nowhere.pt'], "init_from='nowhere.pt': no such checkpoint"),
-    (['--init_from=resume'], "ckpt.pt does not exist (start with init_from='scratch')"),
+    (['--init_from=resume'], "ckpt.pt does not exist: give the run's config file or --out_dir (or start with "
+                              "init_from='scratch')"),
     (['--dataset=/nowhere/tiny'], "dataset '/nowhere/tiny' not found"),
     (['--n_layer=x'], "'n_layer' expects int"),
     (['--n_embd=31'], "gpt: "),  # not a multiple of n_head: the model's own check
