@@ -84,11 +84,15 @@ def load_checkpoint(path, map_location='cpu'):
     ValueError, each with a one-line message."""
     if not os.path.isfile(path):
         raise FileNotFoundError(f"checkpoint {path} does not exist")
+    with open(path, 'rb') as f:
+        magic = f.read(4)
+    if magic[:4] != b'PK\x03\x04' and magic[:1] != b'\x80':  # torch.save's zip, or its legacy pickle
+        raise ValueError(f"{path} is not a checkpoint (torch.save did not write it; train.py's are "
+                         f"<out_dir>/best.pt and ckpt.pt)")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:
-        raise ValueError(f"checkpoint {path} is unreadable (truncated or corrupt?): {type(e).__name__}: "
-                         f"{str(e).splitlines()[0] if str(e) else ''}") from None
+    except Exception as e:  # torch's message would advise weights_only=False: unsafe, and no cure for a bad file
+        raise ValueError(f"checkpoint {path} is unreadable (truncated or corrupt?): {type(e).__name__}") from None
     if not isinstance(ckpt, dict) or 'model' not in ckpt or 'model_type' not in ckpt:
         raise ValueError(f"{path} is not a linlm checkpoint (no 'model'/'model_type' entries)")
     return ckpt

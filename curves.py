@@ -9,6 +9,7 @@ FLOPs (iterations x the run's FLOPs per step from results.json):
 """
 import argparse
 import json
+import math
 import os
 
 import matplotlib
@@ -17,6 +18,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from checkpoint import atomic_write  # noqa: E402
 
+VAL_KIND = {'lines': "the seed's line windows", 'stream': 'stream windows'}
+
 
 def plot(history, iters_per_epoch, path, title=''):
     """history: list of dicts with iter, train_loss, val_loss, val_ppl, lr, best. Writes path atomically."""
@@ -24,9 +27,15 @@ def plot(history, iters_per_epoch, path, title=''):
         return
     it = [h['iter'] for h in history]
     fig, (ax_loss, ax_ppl, ax_lr) = plt.subplots(1, 3, figsize=(15, 4))
+    kinds = [k[4:-5] for k in history[-1] if k.startswith('val_') and k.endswith('_loss') and k != 'val_loss']
     ax_loss.plot(it, [h['train_loss'] for h in history], label='train', marker='.')
-    ax_loss.plot(it, [h['val_loss'] for h in history], label='val', marker='.')
-    ax_ppl.plot(it, [h['val_ppl'] for h in history], color='C1', marker='.', label='val')
+    ax_loss.plot(it, [h['val_loss'] for h in history], label='val' + ('' if kinds else ' (estimate)'), marker='.')
+    if kinds:  # eval_full: each whole-split metric (the first selects best.pt)
+        for i, kind in enumerate(kinds):
+            ax_ppl.plot(it, [math.exp(min(h.get(f'val_{kind}_loss', math.nan), 700)) for h in history], marker='.',
+                        color=f'C{i + 1}', label=f"val, {VAL_KIND.get(kind, kind)}" + (' (selects best.pt)' if i == 0 else ''))
+    else:
+        ax_ppl.plot(it, [h['val_ppl'] for h in history], color='C1', marker='.', label='val (estimate)')
     ax_lr.plot(it, [h['lr'] for h in history], color='C2', marker='.')
     best = [h for h in history if h['best']]
     if best:

@@ -155,6 +155,15 @@ def main():
     except (OSError, ValueError) as e:
         raise SystemExit(f"error: {e}")
     ctx = hardware.autocast(args.device, choice.dtype)
+    # the header goes to stderr: stdout holds only the generated text
+    trained = f"iter {ckpt['iter_num']:,}" if 'iter_num' in ckpt else 'no training record'
+    print(f"{args.ckpt}: {ckpt['model_type']}, {model.get_num_params():,} parameters, {trained}, "
+          f"{meta['tokenizer']} tokenizer (vocab {meta['vocab_size']}) | {args.device} {choice.dtype} | prompt "
+          f"{args.prompt[:60]!r}", file=sys.stderr, flush=True)
+    train = meta.get('splits', {}).get('train', {})
+    if meta['tokenizer'] == 'word' and train.get('bytes'):  # prepare.py counts the text that <unk> replaces
+        print(f"(a word vocabulary writes the words outside it as <unk>: {100 * train.get('unk_bytes', 0) / train['bytes']:.0f}% "
+              f"of the train text's bytes here)", file=sys.stderr, flush=True)
     if args.chat:
         try:
             with ctx:

@@ -9,6 +9,7 @@ Tokenizers for the token files that prepare.py writes: `load_tokenizer(meta)` re
 
 Both expose .encode(str) -> list[int], .decode(list[int]) -> str, .eot_token (int | None) and .vocab_size.
 """
+import os
 
 
 class GPT2Tokenizer:
@@ -19,12 +20,18 @@ class GPT2Tokenizer:
         try:
             self.enc = tiktoken.get_encoding("gpt2")
         except Exception as e:  # network error while fetching the BPE files, or a broken cache
-            raise SystemExit(
-                "error: tiktoken could not load the gpt2 BPE files "
-                f"({type(e).__name__}: {str(e).splitlines()[0][:200]}).\n"
-                "Offline: copy vocab.bpe to $TIKTOKEN_CACHE_DIR/6d1cbeee0f20b3d9449abfede4726ed8212e3aee and\n"
-                "encoder.json to $TIKTOKEN_CACHE_DIR/6c7ea1a7e38e3a7f062df639a5b80947f075ffe6, then set\n"
-                "TIKTOKEN_CACHE_DIR to that folder.")
+            cache = os.environ.get('TIKTOKEN_CACHE_DIR')
+            beside = os.path.join(os.path.dirname(os.path.abspath(__file__)), '.tiktoken_cache')
+            if cache:
+                where = f"TIKTOKEN_CACHE_DIR is {cache}"
+            elif os.path.isdir(beside):
+                where = f"TIKTOKEN_CACHE_DIR is not set; {beside} exists: export TIKTOKEN_CACHE_DIR={beside}"
+            else:
+                where = "TIKTOKEN_CACHE_DIR is not set"
+            raise ValueError(
+                f"tiktoken could not load the gpt2 BPE files ({type(e).__name__}: {str(e).splitlines()[0][:200]}); "
+                f"{where}. Offline, that folder holds vocab.bpe as 6d1cbeee0f20b3d9449abfede4726ed8212e3aee and "
+                "encoder.json as 6c7ea1a7e38e3a7f062df639a5b80947f075ffe6 (README: Data)") from None
         self.eot_token = self.enc.eot_token  # 50256 = <|endoftext|>
         self.vocab_size = self.enc.n_vocab  # 50257
         self.special_tokens = {"<|endoftext|>": self.eot_token}

@@ -66,7 +66,13 @@ def test_errors(checkpoints, tmp_path):
     bad = tmp_path / 'bad.pt'
     bad.write_bytes(b'not a checkpoint')
     p = run('sample.py', f'--ckpt={bad}', check=False)
-    assert p.returncode != 0 and 'unreadable' in p.stderr and 'Traceback' not in p.stderr
+    assert p.returncode == 2 and 'is not a checkpoint' in p.stderr and 'Traceback' not in p.stderr
+    history = tmp_path / 'history.json'  # a run's other files: not a checkpoint, and no advice to unpickle them
+    history.write_text('[]')
+    p = run('sample.py', f'--ckpt={history}', check=False)
+    assert p.returncode == 2 and p.stderr.strip().endswith("is not a checkpoint (torch.save did not write it; train.py's "
+                                                            "are <out_dir>/best.pt and ckpt.pt)")
+    assert 'weights_only' not in p.stderr
     p = run('sample.py', f"--ckpt={checkpoints['gpt']}", '--prompt=FILE:/no/such/file', check=False)
     assert p.returncode != 0 and 'cannot read prompt file' in p.stderr
     # a bare file name: the checkpoint lives in the run's out_dir

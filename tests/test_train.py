@@ -389,3 +389,26 @@ def test_ddp_resume_restores_every_ranks_rng(data, tmp_path):
     assert train_losses(a.stdout) == train_losses(b1.stdout) + train_losses(b2.stdout)
     assert len(torch.load(tmp_path / 'b' / 'ckpt.pt', weights_only=True)['rng']) == 2
     assert_same_state(state_of(tmp_path / 'a' / 'ckpt.pt'), state_of(tmp_path / 'b' / 'ckpt.pt'))
+
+
+def test_resume_without_evaluations_leaves_no_stale_best(data, tmp_path):
+    """Stop at 4 and resume to 8 with no evaluation on the way (eval_interval beyond the run): best.pt, the final
+    report and results.json are the straight run's, not the first stop's weights; the log says where it resumed."""
+    common = TINY_GPT + [f'--dataset={data}', '--eval_interval=100', '--learning_rate=1e-2', '--lr_decay_iters=8',
+                         '--warmup_iters=2']
+    run('train.py', *common, f'--out_dir={tmp_path}/a', '--max_iters=8')
+    run('train.py', *common, f'--out_dir={tmp_path}/b', '--max_iters=4')
+    p = run('train.py', *common, f'--out_dir={tmp_path}/b', '--max_iters=8', '--init_from=resume')
+    assert f"resumed from {tmp_path}/b/ckpt.pt at iter 4" in p.stdout
+    wa, wb = (torch.load(tmp_path / r / 'best.pt', weights_only=True) for r in 'ab')
+    assert wb['iter_num'] == 8 and all(torch.equal(wa['model'][k], wb['model'][k]) for k in wa['model'])
+    ra, rb = (json.loads((tmp_path / r / 'results.json').read_text()) for r in 'ab')
+    assert rb['final_eval_of_best']['val']['loss'] == ra['final_eval_of_best']['val']['loss']
+    assert rb['best_perplexity'] == ra['best_perplexity'] < float('inf')
+
+
+def test_integral_floats_are_accepted_for_integers(data, tmp_path):
+    p = run('train.py', *TINY_GPT, f'--dataset={data}', f'--out_dir={tmp_path}', '--max_iters=2e0', '--eval_interval=2')
+    assert 'reached max_iters (2 iterations)' in p.stdout
+    p = run('train.py', *TINY_GPT, f'--dataset={data}', f'--out_dir={tmp_path}/x', '--max_iters=2.5', check=False)
+    assert p.returncode == 2 and "'max_iters' expects int, got 2.5" in p.stderr
