@@ -141,6 +141,30 @@ def restore_optimizers(ckpt, optimizers, scaler, source):
     scaler.load_state_dict(ckpt['scaler'])
 
 
+def device_rng(device_type):
+    """The accelerator's RNG module (dropout masks drawn on the device), or None on the CPU."""
+    return {'cuda': torch.cuda, 'mps': getattr(torch, 'mps', None)}.get(device_type)
+
+
+def rng_states(device_type, world=1):
+    """Every rank's RNG states [(cpu, device or None), ...]; under DDP (world > 1) a collective all ranks call."""
+    dev = device_rng(device_type)
+    mine = (torch.get_rng_state(), dev.get_rng_state().cpu() if dev else None)
+    if world == 1:
+        return [mine]
+    gathered = [None] * world
+    torch.distributed.all_gather_object(gathered, mine)
+    return gathered
+
+
+def restore_rng(saved, rank, device_type):
+    """Set this rank's RNG states from rng_states()'s list (rank modulo its length)."""
+    cpu, dev_state = saved[rank % len(saved)]
+    torch.set_rng_state(cpu)
+    if dev_state is not None and device_rng(device_type) is not None:
+        device_rng(device_type).set_rng_state(dev_state)
+
+
 def build_model(model_type, model_args):
     config_cls, model_cls = model_classes(model_type)
     return model_cls(config_cls(**model_args))
@@ -166,6 +190,16 @@ def merge_model_args(model_type, saved_args, overrides, source):
             f"{k}={changed[k][1]!r} vs the checkpoint's {changed[k][0]!r}" for k in refused) +
             " (only fields that keep the parameters' shapes can change)")
     return dict(saved_args, **{k: v for k, (_, v) in changed.items()}), changed
+
+
+def start_args(ckpt, source, model_type, overrides):
+    """The model config of a run that starts from ckpt (resume or fine-tuning): its model_args with the user's
+    overrides that keep the shapes (merge_model_args; block_size is the run's window, not a change of the model).
+    -> (args, {field: (old, new)} applied); ValueError for another model type or another shape."""
+    if ckpt['model_type'] != model_type:
+        raise ValueError(f"{source} holds a {ckpt['model_type']} model, not {model_type}")
+    wanted = {k: v for k, v in overrides.items() if k != 'block_size'}
+    return merge_model_args(model_type, ckpt['model_args'], wanted, source)
 
 
 def load_model(path, device='cpu'):

@@ -192,6 +192,14 @@ def evaluate_lines(model, tokens, bos, pad, block_size, batch_size, device, auto
             'cpu_seconds': time.process_time() - c0, 'windows': n_rows}
 
 
+def evaluate_split(model, tokens, windows, meta, block_size, batch_size, device, autocast_ctx, progress=None):
+    """A whole split in 'stream' windows (evaluate_tokens) or the seed's 'lines' (evaluate_lines)."""
+    if windows == 'lines':
+        return evaluate_lines(model, tokens, data.bos_token(meta, "the 'lines' metric"), meta.get('pad_token') or 0,
+                              block_size, batch_size, device, autocast_ctx, progress)
+    return evaluate_tokens(model, tokens, block_size, batch_size, device, autocast_ctx, progress=progress)
+
+
 def perplexity(loss):
     """exp(loss); inf where that overflows a float (a diverged run's loss, above ~709 nats); nan stays nan."""
     try:
@@ -496,8 +504,12 @@ def run(args):
         if out['unk']['token_rate'] > 0:
             out['unk']['note'] = ("bits_per_byte and word_ppl are lower bounds: the model predicts <unk> as one token "
                                   "and never spells the words it stands for; not comparable with a gpt2-token model's")
-            print(f"  <unk>: {100 * out['unk']['token_rate']:.1f}% of the targets{byte_text}: "
-                  f"bits/byte and word ppl are lower bounds")
+            if 'bits_per_byte' in m:  # (line windows score some tokens twice: they have no per-byte figures)
+                print(f"  <unk>: {100 * out['unk']['token_rate']:.1f}% of the targets{byte_text}: "
+                      f"bits/byte and word ppl are lower bounds")
+            else:
+                print(f"  <unk>: {100 * out['unk']['token_rate']:.1f}% of the targets{byte_text}; token ppl counts "
+                      f"<unk> as one word")
 
     if args.context_lengths:
         try:

@@ -181,3 +181,11 @@ def machine_info(device='cpu'):
     if device_type(device) == 'cuda':
         info['gpu'] = torch.cuda.get_device_name(device)
     return info
+
+
+def peak_memory_mb(device):
+    """-> (MiB, what was measured): CUDA, the most allocated by tensors; elsewhere the process's peak resident set."""
+    if device_type(device) == 'cuda':
+        return torch.cuda.max_memory_allocated(device) / 2**20, 'cuda_max_allocated'
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'cpu_peak_rss'

@@ -22,7 +22,6 @@ import glob
 import json
 import math
 import os
-import resource
 import signal
 import sys
 import time
@@ -39,7 +38,7 @@ import hardware
 import optim
 import records
 from cli import fail
-from eval import Progress, diverged, evaluate_lines, evaluate_tokens, perplexity, score_batch, split_metrics
+from eval import Progress, diverged, evaluate_split, perplexity, score_batch, split_metrics
 
 try:
     cfg = config.load(sys.argv[1:])
@@ -95,10 +94,9 @@ try:
     train_batches = data.Batches(train_tokens, *batch_args, 'train', ' (data_limit)' if cfg.data_limit else '')
     val_batches = data.Batches(val_tokens, *batch_args, 'val')
     val_kinds = [cfg.val_windows or ('lines' if cfg.batch_mode == 'seed_lines' else 'stream')]
-    bos = meta['special_tokens'].get('<bos>')
     if val_kinds[0] == 'lines':
         data.bos_token(meta, "val_windows='lines'")
-    if bos is not None:
+    if '<bos>' in meta['special_tokens']:
         val_kinds.append('stream' if val_kinds[0] == 'lines' else 'lines')
 except (FileNotFoundError, ValueError) as e:
     fail(e)
@@ -127,12 +125,8 @@ if cfg.init_from != 'scratch':
     source = os.path.join(cfg.out_dir, 'ckpt.pt') if cfg.init_from == 'resume' else cfg.init_from
     try:
         checkpoint = ckpt_io.load_checkpoint(source, map_location=device)
-        if checkpoint['model_type'] != cfg.model_type:
-            raise ValueError(f"{source} holds a {checkpoint['model_type']} model, not {cfg.model_type}")
+        model_args, changed = ckpt_io.start_args(checkpoint, source, cfg.model_type, cfg.model_set)
         data.check_vocabulary(checkpoint.get('meta', {}), meta, source, cfg.dataset)
-        # the checkpoint's model, with the user's overrides that keep its shapes (dropout, scans, ...)
-        wanted = {k: v for k, v in cfg.model_set.items() if k != 'block_size'}
-        model_args, changed = ckpt_io.merge_model_args(cfg.model_type, checkpoint['model_args'], wanted, source)
     except (FileNotFoundError, ValueError) as e:
         fail(e)
     for k, (old, new) in changed.items():
@@ -149,17 +143,10 @@ model.to(device)
 optimizers = optim.build(model, cfg.optimizer, cfg.learning_rate, cfg.weight_decay, (cfg.beta1, cfg.beta2),
                          cfg.muon_momentum, cfg.adamw_lr_ratio, device_type)
 scaler = torch.amp.GradScaler(device_type, enabled=(dtype_choice.dtype == 'float16'))
-device_rng = {'cuda': torch.cuda, 'mps': getattr(torch, 'mps', None)}.get(device_type)  # dropout masks on a device
 
 
 def rng_states():
-    """Every rank's RNG states [(cpu, device or None), ...] (a collective under DDP: all ranks call it)."""
-    mine = (torch.get_rng_state(), device_rng.get_rng_state().cpu() if device_rng else None)
-    if not ddp:
-        return [mine]
-    gathered = [None] * world
-    dist.all_gather_object(gathered, mine)
-    return gathered
+    return ckpt_io.rng_states(device_type, world if ddp else 1)
 
 
 if cfg.init_from == 'resume':
@@ -171,10 +158,7 @@ if cfg.init_from == 'resume':
     if len(checkpoint['rng']) != world:
         log(f"resume: the checkpoint holds the RNG states of {len(checkpoint['rng'])} process(es), this run has "
             f"{world}: the run continues, but not bit for bit as it would have")
-    cpu_rng, dev_rng = checkpoint['rng'][rank % len(checkpoint['rng'])]
-    torch.set_rng_state(cpu_rng)
-    if dev_rng is not None and device_rng is not None:
-        device_rng.set_rng_state(dev_rng)
+    ckpt_io.restore_rng(checkpoint['rng'], rank, device_type)
     log(f"resumed from {source} at iter {state.iter_num} ({state.train_seconds / 60:.1f} min trained, best val loss "
         f"{state.best_val_loss:.4f})")
 checkpoint = None  # free memory
@@ -243,11 +227,7 @@ def estimate_loss():
     for split in ('train', 'val'):
         if cfg.eval_full and split == 'val':
             for kind in val_kinds:
-                if kind == 'lines':
-                    r = evaluate_lines(raw_model, val_tokens, bos, val_batches.pad, cfg.block_size, cfg.batch_size,
-                                       device, ctx)
-                else:
-                    r = evaluate_tokens(raw_model, val_tokens, cfg.block_size, cfg.batch_size, device, ctx)
+                r = evaluate_split(raw_model, val_tokens, kind, meta, cfg.block_size, cfg.batch_size, device, ctx)
                 out[f'val_{kind}'] = {k: split_metrics(r, None)[k] for k in ('loss', 'accuracy')}
             out['val'] = out[f'val_{val_kinds[0]}']
             continue
@@ -469,19 +449,17 @@ if master:
     final = {}
     for split in ('val', 'test'):
         if os.path.isfile(os.path.join(data_dir, f'{split}.bin')) and meta['splits'].get(split, {}).get('tokens', 0) > 1:
-            r = evaluate_tokens(raw_model, data.load_split(data_dir, split), cfg.block_size, cfg.batch_size, device,
-                                ctx, progress=Progress(f"final {split} evaluation", file=sys.stdout))
-            final[split] = split_metrics(r, meta['splits'][split])
-            m = final[split]
+            r = evaluate_split(raw_model, data.load_split(data_dir, split), 'stream', meta, cfg.block_size,
+                               cfg.batch_size, device, ctx, Progress(f"final {split} evaluation", file=sys.stdout))
+            m = final[split] = split_metrics(r, meta['splits'][split])
             log(f"best checkpoint, whole {split} split (stream windows): loss {m['loss']:.4f}, token ppl "
                 f"{m['ppl']:.2f}, bits/byte {m.get('bits_per_byte', math.nan):.4f}, word ppl "
                 f"{m.get('word_ppl', math.nan):.2f}, acc {m['accuracy']:.3f}"
                 + (" (best.pt was chosen on val: a val figure selected on val)" if split == 'val' else ''))
         else:
             log(f"no {split} split in {data_dir}: not evaluated")
-    peak_memory = ((torch.cuda.max_memory_allocated(device) / 2**20, 'cuda_max_allocated') if device_type == 'cuda'
-                   else (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'cpu_peak_rss'))
-    res = records.results(cfg, state, raw_model, meta, final, step_flops, dtype_choice, device, peak_memory,
+    res = records.results(cfg, state, raw_model, meta, final, step_flops, dtype_choice, device,
+                          hardware.peak_memory_mb(device),
                           stop_reason, tokens_per_iter)
     ckpt_io.atomic_write_text(json.dumps(res, indent=2), os.path.join(cfg.out_dir, 'results.json'))
 if cfg.wandb_log and master:
