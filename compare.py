@@ -77,13 +77,7 @@ OUT = os.path.join('results', 'compare')
 MODELS = ['gpt', 'newllm', 'resnetbk', 'lstm']
 TARGET_PARAMS = 2_739_432   # the New-LLM seed's model
 
-# --quick: tiny models and windows, so the whole pipeline runs in seconds
-QUICK_MODELS = {
-    'gpt': dict(n_layer=1, n_head=2, n_embd=16),
-    'newllm': dict(n_embd=16, n_context=16, n_hidden=32, n_layer=2),
-    'resnetbk': dict(n_embd=16, n_layer=1, n_experts=2),
-    'lstm': dict(n_embd=16, n_hidden=16, n_layer=1),
-}
+# --quick: each model at its config class's TINY size (model_base.py), tiny windows: the whole pipeline in seconds
 QUICK_TRAIN = dict(batch_size=8, block_size=16, eval_iters=1, warmup_iters=2, log_interval=1)
 
 # the recall probe's models, 103-108k parameters each at vocabulary 18 (GPT: + 64 per position), and the floats of
@@ -208,7 +202,7 @@ def lm_setup(args):
         if not os.path.isfile(path):
             fail(f"{path} is missing (compare.py reads config/cmp_<model>.py for each model)")
         model_type = config.load([path], check_values=False).model_type
-        overrides = dict(QUICK_MODELS[model_type], **QUICK_TRAIN) if args.quick else {}
+        overrides = dict(ckpt_io.model_classes(model_type)[0].TINY, **QUICK_TRAIN) if args.quick else {}
         if args.dataset:
             overrides['dataset'] = args.dataset
         try:

@@ -18,8 +18,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-import generation
-from linear_ce import head_loss
+from model_base import LM
 
 
 @dataclass
@@ -31,6 +30,8 @@ class GPTConfig:
     n_embd: int = 384
     dropout: float = 0.0
     bias: bool = True  # biases in Linear layers and LayerNorms, like GPT-2; False is a little better and faster
+    # the small config of the tests and --quick runs (model_base.py)
+    TINY = dict(n_layer=2, n_head=2, n_embd=16)
 
 
 class CausalSelfAttention(nn.Module):
@@ -96,7 +97,7 @@ class Block(nn.Module):
         return x, cache
 
 
-class GPT(nn.Module):
+class GPT(LM):
 
     # parameter name -> component of flops.py's parameter breakdown, first match
     PARAM_GROUPS = [(r'transformer\.(wte|wpe)\.', 'embedding'), (r'transformer\.h\.(\d+)\.', 'layer {}'),
@@ -134,10 +135,6 @@ class GPT(nn.Module):
         elif isinstance(module, nn.Embedding):
             torch.nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
-    def get_num_params(self):
-        """All parameters; the tied lm_head weight is counted once (it is the token embedding)."""
-        return sum(p.numel() for p in self.parameters())
-
     def _run(self, idx, caches=None, pos0=0):
         """idx (B, T) at absolute positions pos0 .. pos0+T-1 -> final hidden states (B, T, C), new caches."""
         B, T = idx.size()
@@ -155,12 +152,6 @@ class GPT(nn.Module):
         """idx (B, T) int64, T <= block_size -> the final hidden states ln_f(x) (B, T, C), what lm_head reads.
         forward() builds on it; eval.py scores it with linear_ce.linear_score, without the (B, T, V) logits."""
         return self._run(idx)[0]
-
-    def forward(self, idx, targets=None):
-        """idx (B, T) int64, targets (B, T) or None -> logits (B, T, V), mean CE loss (ignore_index=-1) or None.
-        Training with targets and gradients on: the loss comes from linear_ce.py and logits is None (the (B, T, V)
-        logits are never formed; train.py only uses the loss)."""
-        return head_loss(self.hidden(idx), self.lm_head, targets, self.training)
 
     def forward_state(self, idx, state=None):
         """
@@ -217,7 +208,3 @@ class GPT(nn.Module):
             raise ValueError(f"cannot grow block_size from {self.config.block_size} to {block_size}")
         self.config.block_size = block_size
         self.transformer.wpe.weight = nn.Parameter(self.transformer.wpe.weight[:block_size])
-
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Continue idx (B, T) by max_new_tokens sampled tokens, one cached position per new token."""
-        return generation.generate(self, idx, max_new_tokens, temperature, top_k)

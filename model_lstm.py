@@ -33,8 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
-import generation
-from linear_ce import head_loss
+from model_base import LM
 
 
 @dataclass
@@ -47,9 +46,11 @@ class LSTMConfig:
     dropout: float = 0.1
     bias: bool = True         # LSTM biases (b_ih, b_hh) and the head's
     tie_weights: bool = True  # head weight = embedding (needs n_embd == n_hidden)
+    # the small config of the tests and --quick runs (model_base.py)
+    TINY = dict(n_embd=12, n_hidden=20, n_layer=2, tie_weights=False)
 
 
-class LSTM(nn.Module):
+class LSTM(LM):
 
     # parameter name -> component of flops.py's parameter breakdown, first match (a tied head is wte's)
     PARAM_GROUPS = [(r'wte\.', 'embedding'), (r'lstm\.\w+_l(\d+)$', 'layer +{}'), (r'lm_head\.', 'lm_head')]
@@ -86,10 +87,6 @@ class LSTM(nn.Module):
                         if name.startswith('bias_ih'):
                             p[H:2 * H] = 1.0  # forget gate (torch's order i, f, g, o)
 
-    def get_num_params(self):
-        """All parameters; a tied head is counted once (it is the embedding)."""
-        return sum(p.numel() for p in self.parameters())
-
     def _run(self, idx, state=None):
         """idx (B, T), state (h, c) each (L, B, H) or None (zeros) -> last layer's outputs (B, T, H) after dropout,
         the state after idx in the parameters' dtype (float32 also under autocast, so it can be passed back either
@@ -104,22 +101,12 @@ class LSTM(nn.Module):
         forward() builds on it; eval.py scores it with linear_ce.linear_score, without the (B, T, V) logits."""
         return self._run(idx)[0]
 
-    def forward(self, idx, targets=None):
-        """idx (B, T) int64 (any T), targets (B, T) or None -> logits (B, T, V), mean CE (ignore_index=-1) or None.
-        Every sequence starts from a zero state. Training with targets and gradients on: the loss comes from
-        linear_ce.py and logits is None (train.py only uses the loss)."""
-        return head_loss(self.hidden(idx), self.lm_head, targets, self.training)
-
     def forward_state(self, idx, state=None):
         """Streaming: state is (h, c) after the tokens before idx (None = zeros, the beginning). Returns logits
         (B, T, V) and the state after idx; passing it back continues the sequence exactly as one long forward
         would. Meant for eval mode (no dropout)."""
         h, state = self._run(idx, state)
         return self.lm_head(h), state
-
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Continue idx (B, T) by max_new_tokens sampled tokens; one (h, c) per sequence, the prefix is read once."""
-        return generation.generate(self, idx, max_new_tokens, temperature, top_k)
 
     @staticmethod
     def flop_rows(cfg, B, T, device_type='cuda'):

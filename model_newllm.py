@@ -50,6 +50,8 @@ class NewLLMConfig:
     n_context: int = 256   # C, the context vector
     n_layer: int = 6       # L, Linear-ReLU-Dropout layers of the MLP
     dropout: float = 0.1
+    # the small config of the tests and --quick runs (model_base.py)
+    TINY = dict(n_embd=12, n_hidden=20, n_context=8, n_layer=3)
 
 
 def dropout_keep(shape, p, device):

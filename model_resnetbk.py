@@ -403,6 +403,8 @@ class ResNetBKConfig:
     use_sparse_bk: bool = False   # learned mask of the positions where the BK chain runs; causal interpolation elsewhere
     sparse_bk_target: float = 0.5  # target fraction of positions where the BK-Core is computed
     sparse_bk_loss: float = 0.1   # coefficient of (mean mask probability - target)^2 in the training loss
+    # the small config of the tests and --quick runs (model_base.py)
+    TINY = dict(n_embd=16, n_layer=2, n_experts=2)
 
 
 def add_aux(aux, name, value):

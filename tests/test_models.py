@@ -3,7 +3,7 @@ The interface every registered model shares (checkpoint.MODELS), tested once for
 (forward_state in chunks == forward), greedy generation == recomputation, the fused training loss == the eval loss
 with equal gradients, the evaluation's scoring of the hidden states == scoring the logits, the parameter count,
 bf16 autocast reaching lm_head. A model added to the registry runs through these tests as it is (its default config
-with dropout 0); a small config in CONFIGS makes them fast. What is particular to one model stays in its own file.
+with dropout 0) at its config class's small TINY size. What is particular to one model stays in its own file.
 """
 import dataclasses
 
@@ -16,13 +16,9 @@ import linear_ce
 from eval import is_recurrent, score_batch, score_logits
 
 V = 97
-# one small config per model (dropout is set to 0 for all: training and eval then compute the same function)
-CONFIGS = {
-    'gpt': dict(block_size=40, n_layer=2, n_head=2, n_embd=16),
-    'newllm': dict(block_size=40, n_embd=12, n_hidden=20, n_context=8, n_layer=3),
-    'resnetbk': dict(block_size=40, n_embd=16, n_layer=2, balance_loss=0.0),
-    'lstm': dict(block_size=40, n_embd=12, n_hidden=20, n_layer=2, tie_weights=False),
-}
+# each model's small config (its config class's TINY) at block_size 40; dropout is set to 0 for all (training and
+# eval then compute the same function); ResNet-BK without its balance loss (the training loss is then the CE alone)
+EXTRA = {'resnetbk': dict(balance_loss=0.0)}
 # options that change what a model computes, run through the same tests (auxiliary loss weights 0: the training loss
 # is then the cross-entropy alone)
 VARIANTS = {
@@ -52,7 +48,8 @@ BASE = list(ckpt_io.MODELS)
 
 def config(name, **kw):
     fields = {f.name for f in dataclasses.fields(ckpt_io.model_classes(name)[0])}
-    args = dict(CONFIGS.get(name, {}), vocab_size=V, **kw)
+    args = dict(ckpt_io.model_classes(name)[0].TINY, block_size=40, vocab_size=V, **EXTRA.get(name, {}))
+    args.update(kw)
     if 'dropout' in fields:
         args.setdefault('dropout', 0.0)
     return args
