@@ -37,8 +37,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
-import generation
-from linear_ce import head_loss
+from model_base import LM
 
 
 @dataclass
@@ -159,7 +158,7 @@ class ContextLoop(torch.autograd.Function):
         return da[0], dc, dWc, dWg, dbg, dgamma, dbeta, None, *grads
 
 
-class NewLLM(nn.Module):
+class NewLLM(LM):
 
     # parameter name -> component of flops.py's parameter breakdown, first match
     PARAM_GROUPS = [(r'wte\.', 'embedding'), (r'mlp\.(\d+)\.', 'layer +{}'), (r'context_head\.', 'context heads'),
@@ -191,10 +190,6 @@ class NewLLM(nn.Module):
         if isinstance(module, nn.Linear):
             torch.nn.init.zeros_(module.bias)
 
-    def get_num_params(self):
-        """All parameters (there is no positional embedding and nothing is tied)."""
-        return sum(p.numel() for p in self.parameters())
-
     def _run(self, idx, c=None):
         """idx (B, T), c (B, C) or None (zeros) -> hidden states h (B, T, H), last context (B, C).
         Under autocast the matmuls run in low precision while the context stays float32."""
@@ -215,22 +210,12 @@ class NewLLM(nn.Module):
         forward() builds on it; eval.py scores it with linear_ce.linear_score, without the (B, T, V) logits."""
         return self._run(idx)[0]
 
-    def forward(self, idx, targets=None):
-        """idx (B, T) int64 (any T), targets (B, T) or None -> logits (B, T, V), mean CE (ignore_index=-1) or None.
-        Every sequence starts from a zero context, like every window of the seed. Training with targets and gradients
-        on: the loss comes from linear_ce.py and logits is None (train.py only uses the loss)."""
-        return head_loss(self.hidden(idx), self.lm_head, targets, self.training)
-
     def forward_state(self, idx, state=None):
         """Streaming: state is the context (B, C) after the tokens before idx (None = zeros, the beginning).
         Returns logits (B, T, V) and the context after idx. There is no window: passing the state back runs the
         recurrence on past any length, exactly as one long forward would. Meant for eval mode (no dropout)."""
         h, c = self._run(idx, state)
         return self.lm_head(h), c
-
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Continue idx (B, T) by max_new_tokens sampled tokens; one context per sequence, the prefix is read once."""
-        return generation.generate(self, idx, max_new_tokens, temperature, top_k)
 
     @staticmethod
     def flop_rows(cfg, B, T, device_type='cuda'):

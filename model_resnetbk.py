@@ -43,8 +43,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import bk_kernel
-import generation
 from linear_ce import head_loss
+from model_base import LM
 
 BK_Z = 1j  # the spectral shift z of the seed; |g| <= 1/Im z keeps every value bounded
 
@@ -592,7 +592,7 @@ class Block(nn.Module):
         return h + out, new_state
 
 
-class ResNetBK(nn.Module):
+class ResNetBK(LM):
     """
     ResNet-BK language model (see the module docstring). PyTorch default initialisation, as the seed.
 
@@ -653,10 +653,6 @@ class ResNetBK(nn.Module):
         self.ln_f = nn.LayerNorm(D)
         self.lm_head = nn.Linear(D, config.vocab_size)
         self.last_aux = {}        # the last forward's auxiliary losses, detached (see forward)
-
-    def get_num_params(self):
-        """All parameters (4,146,120 at the seed config: vocab 30000, n_embd 64, n_layer 4, block_size 128)."""
-        return sum(p.numel() for p in self.parameters())
 
     def _run(self, idx, states=None, pos0=0):
         """idx (B, T) at absolute positions pos0.. -> final hidden states (B, T, D) after ln_f, new block states,
@@ -752,10 +748,6 @@ class ResNetBK(nn.Module):
         pos0 = 0 if state is None else state['pos']
         h, blocks, _ = self._run(idx, None if state is None else state['blocks'], pos0)
         return self._logits(h), {'pos': pos0 + idx.shape[1], 'blocks': blocks}
-
-    def generate(self, idx, max_new_tokens, temperature=1.0, top_k=None):
-        """Continue idx (B, T) by max_new_tokens sampled tokens; causal mode steps one token at a time."""
-        return generation.generate(self, idx, max_new_tokens, temperature, top_k)
 
     @staticmethod
     def flop_rows(cfg, B, T, device_type='cuda'):

@@ -5,18 +5,15 @@ import torch
 import checkpoint as ckpt_io
 import optim
 
-SMALL = {'gpt': dict(n_layer=2, n_head=2, n_embd=32, block_size=16, dropout=0.0),
-         'newllm': dict(n_embd=16, n_context=16, n_hidden=32, n_layer=2, dropout=0.0),
-         'resnetbk': dict(n_embd=16, n_layer=2, n_experts=2, block_size=16, dropout=0.0),
-         'lstm': dict(n_embd=16, n_hidden=16, n_layer=2, dropout=0.0)}
+SMALL = list(ckpt_io.MODELS)  # each at its config class's TINY size
 
 
-def model_of(model_type, vocab=40):
+def model_of(model_type, vocab=40, **size):
     torch.manual_seed(0)
     cfg_cls, _ = ckpt_io.model_classes(model_type)
     fields = {f for f in cfg_cls.__dataclass_fields__}
-    return ckpt_io.build_model(model_type, {k: v for k, v in dict(SMALL[model_type], vocab_size=vocab).items()
-                                            if k in fields})
+    return ckpt_io.build_model(model_type, {k: v for k, v in dict(cfg_cls.TINY, block_size=16, dropout=0.0,
+                                                                  vocab_size=vocab, **size).items() if k in fields})
 
 
 @pytest.mark.parametrize('model_type', SMALL)
@@ -44,7 +41,7 @@ def test_unknown_optimizer_is_a_value_error():
 
 
 def test_muon_overfits_a_tiny_batch():
-    model = model_of('newllm')
+    model = model_of('newllm', n_embd=16, n_context=16, n_hidden=32, n_layer=2)  # room to memorise the batch
     opts = optim.build(model, 'muon', 1e-2, 0.0, (0.9, 0.95))
     x = torch.randint(0, 40, (4, 16), generator=torch.Generator().manual_seed(1))
     model.train()
