@@ -65,6 +65,16 @@ def results(cfg, state, model, meta, final, step_flops, dtype_choice, device, pe
     }
 
 
+def eval_text(losses, val_kinds, eval_full, eval_iters):
+    """The log's words for an evaluation: each val figure says which metric it is (the first of val_kinds selects
+    best.pt; the others are recorded beside it)."""
+    main = f"whole split, {curves.VAL_KIND[val_kinds[0]]}" if eval_full else f'estimate from {eval_iters} batches'
+    others = ''.join(f", {curves.VAL_KIND[kind]} val ppl {perplexity(losses[f'val_{kind}']['loss']):.2f}"
+                     for kind in val_kinds[1:] if f'val_{kind}' in losses)
+    return (f"train loss {losses['train']['loss']:.4f} (estimate), val loss {losses['val']['loss']:.4f}, val ppl "
+            f"{perplexity(losses['val']['loss']):.2f} ({main}), val acc {losses['val']['accuracy']:.3f}{others}")
+
+
 class Clock:
     """
     The log's time left: a smoothed iteration time (exponential average, so one slow step does not swing it) times

@@ -242,18 +242,6 @@ def estimate_loss():
     return out
 
 
-VAL_LABEL = {'lines': "whole split in the seed's line windows", 'stream': 'whole split in stream windows'}
-
-
-def describe(losses):
-    """The log's words for an evaluation: each val figure says which metric it is."""
-    main = VAL_LABEL[val_kinds[0]] if cfg.eval_full else f'estimate from {cfg.eval_iters} batches'
-    others = ''.join(f", {kind} val ppl {perplexity(losses[f'val_{kind}']['loss']):.2f}" for kind in val_kinds[1:]
-                     if f'val_{kind}' in losses)
-    return (f"train loss {losses['train']['loss']:.4f} (estimate), val loss {losses['val']['loss']:.4f}, val ppl "
-            f"{perplexity(losses['val']['loss']):.2f} ({main}), val acc {losses['val']['accuracy']:.3f}{others}")
-
-
 def save(name, rngs):
     """One of the run's checkpoints, from rank 0 (rngs: rng_states(), gathered by every rank)."""
     if master:
@@ -282,7 +270,7 @@ def evaluate_and_checkpoint():
         state.best_val_loss = val_loss
     state.history.append(records.history_record(state, losses, iters_per_epoch, tokens_per_iter,
                                                 get_lr(max(state.iter_num - 1, 0), state.train_seconds), improved))
-    log(f"eval iter {state.iter_num}: {describe(losses)}"
+    log(f"eval iter {state.iter_num}: {records.eval_text(losses, val_kinds, cfg.eval_full, cfg.eval_iters)}"
         f"{' (best)' if improved else f' (no improvement for {state.evals_since_best})'}")
     if cfg.wandb_log and master:
         wandb.log({k: v for k, v in state.history[-1].items() if k != 'best'}, step=state.iter_num)
@@ -429,7 +417,7 @@ if not state.history or state.history[-1]['iter'] != state.iter_num:  # a stop o
         improved = losses['val']['loss'] < state.best_val_loss
         last = records.history_record(state, losses, iters_per_epoch, tokens_per_iter,
                                       get_lr(max(state.iter_num - 1, 0), state.train_seconds), improved, last=True)
-        log(f"last weights (iter {state.iter_num}, off the evaluation grid): {describe(losses)}"
+        log(f"last weights (iter {state.iter_num}, off the evaluation grid): {records.eval_text(losses, val_kinds, cfg.eval_full, cfg.eval_iters)}"
             f"{' (best: best.pt takes them)' if improved else ''}")
         write_history(state.history + [last])
         if improved:
