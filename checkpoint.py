@@ -30,6 +30,7 @@ MODELS = {
     'newllm': ('model_newllm', 'NewLLMConfig', 'NewLLM'),
     'resnetbk': ('model_resnetbk', 'ResNetBKConfig', 'ResNetBK'),
     'lstm': ('model_lstm', 'LSTMConfig', 'LSTM'),
+    'gdn': ('model_gdn', 'GDNConfig', 'GDN'),
 }
 
 

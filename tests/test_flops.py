@@ -24,6 +24,7 @@ TINY = {
     'resnetbk all flags': dict(vocab_size=50, block_size=16, n_embd=8, n_layer=2, n_experts=3, top_k=1,
                                use_act=True, use_multi_scale=True, use_sparse_bk=True, router='seed'),
     'resnetbk seed': dict(vocab_size=50, block_size=16, n_embd=8, n_layer=2, bk_causal=False, bk_grad='seed'),
+    'gdn': dict(vocab_size=50, n_embd=16, n_layer=2, n_head=2, head_dim=8, mlp_hidden=24, chunk_size=4),
 }
 
 
