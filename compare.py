@@ -87,12 +87,14 @@ RECALL_MODELS = {
     'newllm': dict(n_embd=64, n_context=64, n_hidden=192, n_layer=2, dropout=0.0),     # 103,634
     'resnetbk': dict(n_embd=64, n_layer=3, n_experts=2, top_k=1, dropout=0.0),         # 107,550 at T 64
     'lstm': dict(n_embd=80, n_hidden=80, n_layer=2, dropout=0.0),                      # 105,138
+    'gdn': dict(n_embd=64, n_layer=2, n_head=2, head_dim=32, mlp_hidden=160, dropout=0.0),   # 105,996
 }
 QUICK_RECALL_MODELS = {
     'gpt': dict(n_layer=1, n_head=1, n_embd=8, dropout=0.0),
     'newllm': dict(n_embd=8, n_context=8, n_hidden=8, n_layer=1, dropout=0.0),
     'resnetbk': dict(n_embd=8, n_layer=1, n_experts=1, top_k=1, dropout=0.0),
     'lstm': dict(n_embd=8, n_hidden=8, n_layer=1, dropout=0.0),
+    'gdn': dict(n_embd=8, n_layer=1, n_head=1, head_dim=8, mlp_hidden=8, chunk_size=4, dropout=0.0),
 }
 
 
@@ -321,6 +323,8 @@ def lm_task(args):
     except ValueError as e:
         fail(f"{e}")
     args.dtype, args.dtype_choice = choice.dtype, choice.reason
+    if args.add:
+        check_addition(args)
     log(f"LM comparison: {', '.join(args.models)}; {args.tokens:,.0f} tokens x {args.seeds} seeds; probe sweep "
         f"{', '.join(f'{o}:{lr:g}' for o, lr in args.grid)} at {args.probe_tokens:,.0f} tokens each; {args.device}, "
         f"{choice.reason}")
@@ -459,13 +463,61 @@ def lm_task(args):
                           'splits': next(iter(setups.values()))['meta'].get('splits')},
               'probes': probe_out, 'diverged': diverged, 'runs': per_run, 'generation': generation}
     report['summary'] = lm_summary(report)
+    if args.add:
+        report = merge_into_recorded(report, args)
     os.makedirs(args.out, exist_ok=True)
     ckpt_io.atomic_write_text(json.dumps(report, indent=1), os.path.join(args.out, 'lm.json'))
-    ckpt_io.atomic_write_text(json.dumps({'command': report['command'], 'date': report['date'], 'probes': probe_out,
-                                          'chosen': chosen}, indent=1), os.path.join(args.out, 'lm_probes.json'))
+    ckpt_io.atomic_write_text(json.dumps({'command': report['command'], 'date': report['date'],
+                                          'probes': report['probes'],
+                                          'chosen': {m: {k: v[k] for k in ('optimizer', 'lr')}
+                                                     for m, v in report['models'].items()},
+                                          'added': report.get('added', [])}, indent=1),
+                              os.path.join(args.out, 'lm_probes.json'))
     write_lm_report(report, args.out)
     log(f"wrote {args.out}/lm.json, lm.md, lm_probes.json, lm_curves.png, lm_context.png")
     return report
+
+
+# the settings that decide a task's results: a model added to a finished comparison (--add) must share them
+SHARED_SETTINGS = {'lm': ('tokens', 'seeds', 'grid', 'extend', 'probe_tokens', 'evals', 'context', 'gen_lengths',
+                          'gen_tokens', 'dtype', 'device', 'dataset'),
+                   'recall': ('recall_lengths', 'recall_pairs', 'recall_vocab', 'recall_steps', 'recall_batch',
+                              'recall_lr', 'recall_seeds', 'recall_eval')}
+
+
+def check_addition(args):
+    """--add, before anything runs: the recorded settings must be these and the models new to them."""
+    path = os.path.join(args.out, f'{args.task}.json')
+    try:
+        with open(path) as f:
+            old = json.load(f)
+    except (OSError, ValueError) as e:
+        fail(f"--add needs the results of an earlier run in {path}: {e}")
+    same = lambda v: json.loads(json.dumps(v))   # tuples and lists alike
+    differ = [k for k in SHARED_SETTINGS[args.task] if same(old['settings'].get(k)) != same(vars(args)[k])]
+    if differ:
+        fail(f"--add: {path} was run with " + ', '.join(f"{k}={old['settings'].get(k)!r}" for k in differ) +
+             " (pass the same to add a model on equal terms)")
+    twice = [m for m in args.models if m in old['models']]
+    if twice:
+        fail(f"--add: {', '.join(twice)} already in {path} (run without --add to redo the comparison)")
+    return old
+
+
+def merge_into_recorded(report, args):
+    """--add: the report already in --out with this report's models added (models, probes, runs, generation); each
+    addition is listed under 'added' with its command, date and machine."""
+    old = check_addition(args)
+    old['models'].update(report['models'])
+    old['runs'] += report['runs']
+    for key in ('probes', 'diverged', 'generation'):
+        if key in old:
+            old[key].update(report[key])
+    old['added'] = old.get('added', []) + [{'models': list(report['models']), 'command': report['command'],
+                                            'date': report['date'], 'machine': report['machine']}]
+    if report['task'] == 'lm':
+        old['summary'] = lm_summary(old)
+    return old
 
 
 def probe_result(optimizer, lr, job):
@@ -733,6 +785,8 @@ def recall_task(args):
                         '--eval_sequences', str(args.recall_eval), '--out', os.path.join(d, 'result.json')]
                 jobs.append(Job(f"recall {m} T {T} {n} pairs seed {seed}", argv, d, 'result.json'))
                 meta.append((m, T, n, seed))
+    if args.add:
+        check_addition(args)
     log(f"recall (MQAR): {', '.join(args.models)} at (T, n_pairs) {settings}, vocab {V}, {args.recall_steps} steps "
         f"of {args.recall_batch}, lr {args.recall_lr:g}")
     run_jobs(jobs, args.jobs, args.threads)
@@ -745,6 +799,8 @@ def recall_task(args):
         log(f"  {m} T {T} {n} pairs seed {seed}: accuracy {r['accuracy']:.3f}")
     report = {'task': 'recall', 'command': 'python ' + shlex.join(sys.argv), 'date': now(), 'machine': machine(),
               'settings': vars(args), 'models': {m: configs[m] for m in args.models}, 'runs': runs}
+    if args.add:
+        report = merge_into_recorded(report, args)
     os.makedirs(args.out, exist_ok=True)
     ckpt_io.atomic_write_text(json.dumps(report, indent=1), os.path.join(args.out, 'recall.json'))
     write_recall_report(report, args.out)
@@ -864,6 +920,9 @@ def main(argv=None):
     p.add_argument('--jobs', type=int, default=os.cpu_count() or 1, help='runs at once (default: one per core)')
     p.add_argument('--threads', type=int, default=1, help='threads per run (OMP_NUM_THREADS)')
     p.add_argument('--quick', action='store_true', help='tiny models and budget: the whole pipeline in seconds')
+    p.add_argument('--add', action='store_true',
+                   help="add --models to the results already in --out, whose runs stay as recorded (the settings "
+                        "must be theirs): a new model joins a finished comparison without rerunning the others")
     p.add_argument('--render', action='store_true',
                    help="run nothing: write the task's markdown table and plots again from its JSON in --out")
     g = p.add_argument_group('LM task')

@@ -166,6 +166,10 @@ def state_floats(model_type, cfg, seq_len):
         return 2 * cfg['n_layer'] * cfg['n_hidden']                          # h and c
     if model_type == 'resnetbk':
         return 2 * cfg['n_layer']                                            # one complex g per BK chain
+    if model_type == 'gdn':  # per layer: each head's d x d matrix and the convolutions' last conv_size - 1 inputs
+        import model_gdn
+        c = model_gdn.GDNConfig(**cfg)
+        return c.n_layer * c.n_head * c.head_dim * (c.head_dim + 3 * (c.conv_size - 1))
     raise ValueError(f"unknown model_type {model_type!r}")
 
 

@@ -71,6 +71,18 @@ def test_recall_task_quick_and_reuse(tmp_path):
     assert '4 of 4 runs already done in their folders: reused' in p.stdout
     p = run('compare.py', '--task', 'recall', '--render', f'--out={tmp_path}/none', check=False)
     assert p.returncode == 2 and p.stderr.startswith('error: --render needs') and len(p.stderr.splitlines()) == 1
+    # --add: a model joins the recorded comparison on its settings; the recorded runs stay as they are
+    add = [a if a != 'gpt,lstm' else 'gdn' for a in args] + ['--add']
+    p = run('compare.py', *add, '--recall_steps', '7', check=False)
+    assert p.returncode == 2 and 'was run with recall_steps=' in p.stderr and len(p.stderr.splitlines()) == 1
+    run('compare.py', *add, timeout=300)
+    merged = json.loads((out / 'recall.json').read_text())
+    assert set(merged['models']) == {'gpt', 'lstm', 'gdn'} and merged['runs'][:4] == r['runs']
+    assert [x['model'] for x in merged['runs'][4:]] == ['gdn', 'gdn'] and merged['command'] == r['command']
+    assert merged['added'][0]['models'] == ['gdn'] and '--add' in merged['added'][0]['command']
+    assert '| gdn |' in (out / 'recall.md').read_text()
+    p = run('compare.py', *add, check=False)
+    assert p.returncode == 2 and 'gdn already in' in p.stderr
 
 
 def test_grid_edge():
