@@ -1,0 +1,239 @@
+"""
+The figures of README.md and results/README.md, rendered from the results files that runs wrote, so that no number is
+typed by hand and none can drift from its file.
+
+    python results/render.py            # rewrite every block (and compare.py's lm.md / recall.md)
+    python results/render.py --check    # exit 1, naming the block and its first stale line, if a document is stale
+
+A block is the text between `<!-- render: NAME -->` and `<!-- /render -->`; BLOCKS maps each NAME to the function that
+writes it from its files. Each figure says its unit, and each speed its machine (CPU model and flags, or the GPU).
+"""
+import argparse
+import json
+import math
+import os
+import re
+import sys
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+DOCS = ('README.md', 'results/README.md')
+SEED_NEWLLM_PPL = 23.34   # the New-LLM report's val PPL on its own metric (a seed's figure: seeds/README.md)
+
+
+def load(root, path):
+    with open(os.path.join(root, path)) as f:
+        return json.load(f)
+
+
+def machine_text(m):
+    """A results file's machine dict -> 'Intel(R) Xeon(R) Processor, 2 cores, avx512_bf16, no AMX'."""
+    if not m:
+        return 'machine not recorded'
+    if m.get('gpu') or m.get('device_name', '').startswith('NVIDIA'):
+        return m.get('gpu') or m['device_name']
+    flags = [f for f in ('avx512_bf16', 'amx_bf16') if m.get(f)]
+    no = [f"no {f.split('_')[0].upper()}" for f in ('amx_bf16',) if f in m and not m[f]]
+    return ', '.join([m.get('cpu', '?'), f"{m.get('cpu_count', '?')} cores"] + flags + no)
+
+
+def mean_sd(s, digits=2):
+    return f"{s['mean']:.{digits}f} ± {s['std']:.{digits}f}"
+
+
+NAMES = {'gpt': 'GPT', 'newllm': 'New-LLM', 'resnetbk': 'ResNet-BK', 'lstm': 'LSTM', 'gdn': 'Gated DeltaNet'}
+
+
+# -----------------------------------------------------------------------------------------------------------------
+# the blocks
+
+def newllm_headline(root):
+    """The New-LLM run that reaches the seed's figure on the seed's metric."""
+    r = load(root, 'results/cpu/wt2_newllm_muon7e-3.json')
+    h = load(root, 'results/cpu/wt2_newllm_muon7e-3_history.json')
+    reach = next(e for e in h if math.exp(e['val_lines_loss']) <= SEED_NEWLLM_PPL)
+    end = h[-1]
+    return (f"`python train.py config/wt2_newllm.py` at float32 (seed {r['config']['seed']}, one run) reaches "
+            f"{math.exp(reach['val_lines_loss']):.2f} on the seed's own metric (line windows, word-1000 token PPL) "
+            f"after {reach['tokens'] / 1e6:.1f}M tokens and {reach['seconds'] / 60:.1f} minutes of training, matching "
+            f"the seed's {SEED_NEWLLM_PPL} (after its 27 CPU-hours); {math.exp(end['val_lines_loss']):.2f} after "
+            f"{end['tokens'] / 1e6:.1f}M tokens, {end['seconds'] / 60:.1f} training minutes (the run's 12 whole-val "
+            f"evaluations come on top in wall time; its file does not record it). A val figure selected on val: the "
+            f"data here has no test split. 2 threads of a 2-core Intel Xeon (AVX-512), 2026-11-30 "
+            f"(`results/cpu/wt2_newllm_muon7e-3.json`).")
+
+
+def compare_answers(root):
+    """The seeds' two questions answered by the equal-size comparison (results/compare/lm.json)."""
+    r = load(root, 'results/compare/lm.json')
+    S = r['summary']
+    ratio = lambda a, b: S[a]['val_ppl']['mean'] / S[b]['val_ppl']['mean']
+    lo = min(a / b for a in S['resnetbk']['val_ppl']['values'] for b in S['gpt']['val_ppl']['values'])
+    hi = max(a / b for a in S['resnetbk']['val_ppl']['values'] for b in S['gpt']['val_ppl']['values'])
+    n = S['gpt']['val_ppl']['n']
+    return (f"At equal size (2.74M parameters, 4M tokens, {n} seeds, whole-val word-1000 token PPL, float32) New-LLM "
+            f"has {ratio('newllm', 'gpt'):.2f}x the perplexity of a Transformer and {ratio('newllm', 'lstm'):.2f}x an "
+            f"LSTM's; a causal ResNet-BK {ratio('resnetbk', 'gpt'):.3f}x the Transformer's ({lo:.3f} - {hi:.3f} over "
+            f"the seed pairs), not within the seed's 30%.")
+
+
+def compare_lm_tables(root):
+    r = load(root, 'results/compare/lm.json')
+    S, models = r['summary'], r['models']
+    ppl = lambda m: mean_sd(S[m]['val_ppl'])
+    beyond = lambda a, b: 'yes' if max(S[b]['val_ppl']['values']) < min(S[a]['val_ppl']['values']) else 'no'
+    lines = ["| model | optimizer, lr (probe sweep) | val PPL | / GPT's | seed's metric (line windows) | "
+             "train tokens/s |", "|---|---|---|---|---|---|"]
+    for m in models:
+        lines.append(f"| {NAMES.get(m, m)} | {models[m]['optimizer']} {models[m]['lr']:g} | {ppl(m)} | "
+                     f"{S[m]['val_ppl']['mean'] / S['gpt']['val_ppl']['mean']:.3f} | "
+                     f"{S[m]['seed_lines_ppl']['mean']:.2f} | {S[m]['train_tokens_per_second']['mean']:,.0f} |")
+    ran = []
+    for m, ds in r.get('diverged', {}).items():
+        for d in ds:
+            ran.append(f"{NAMES.get(m, m)}'s probe pick, {d['optimizer']} {d['lr']:g}, diverged over the full run; "
+                       f"it ran at {models[m]['optimizer']} {models[m]['lr']:g}, the best probe that steps no larger")
+    machines = [f"{machine_text(r['machine'])}, {r['date'][:10]} (`{r['command']}`)"]
+    for a in r.get('added', []):
+        machines.append(f"{', '.join(NAMES.get(m, m) for m in a['models'])}: {machine_text(a['machine'])}, "
+                        f"{a['date'][:10]} (`{a['command']}`)")
+    order = [f"{NAMES.get(a, a)} vs {NAMES.get(b, b)}: {beyond(a, b)}" for a, b in
+             (('newllm', 'gpt'), ('newllm', 'lstm'), ('resnetbk', 'gpt')) + tuple(('gdn', m) for m in ('gpt',)
+                                                                                if 'gdn' in S)]
+    return '\n'.join(lines) + (
+        f"\n\nMean ± standard deviation over {S['gpt']['val_ppl']['n']} seeds; whole-val token PPL (word-1000 "
+        f"tokenizer). Beyond the spread (every seed of the better model beats every seed of the other): "
+        f"{'; '.join(order)}. " + ('. '.join(ran) + '. ' if ran else '') +
+        f"Speeds (train tokens/s, one thread per run, two runs at once) on: {'; '.join(machines)}.")
+
+
+def recall_table(root):
+    r = load(root, 'results/compare/recall.json')
+    T = max(r['settings']['recall_lengths'])
+    pairs = r['settings']['recall_pairs']
+    lines = ["| model | " + ' | '.join(f'{n} pairs' for n in pairs) + " | state floats |",
+             '|---' * (len(pairs) + 2) + '|']
+    for m in r['models']:
+        runs = {x['n_pairs']: x for x in r['runs'] if x['model'] == m and x['seq_len'] == T}
+        state = runs[pairs[0]]['state_floats']
+        lines.append(f"| {NAMES.get(m, m)} | " + ' | '.join(f"{runs[n]['accuracy']:.3f}" for n in pairs) +
+                     f" | {state:,} |")
+    s = r['settings']
+    return '\n'.join(lines) + (
+        f"\n\nMQAR at T = {T}, vocabulary {s['recall_vocab']}, ~105k parameters per model, {s['recall_steps']:,} "
+        f"steps of {s['recall_batch']} at lr {s['recall_lr']:g} (one untuned setting), {s['recall_seeds']} seed; "
+        f"accuracy on the queried values (chance 1/9 = 0.11). `results/compare/recall.json`.")
+
+
+def lengths_table(root):
+    b = load(root, 'results/bench_cpu.json')
+    res = {(x['model'], x['T']): x for x in b['results']}
+    lines = ["| model | generation ms/token, T = 1024 / 8192 | generation MB, T = 8192 | training time exponent |",
+             "|---|---|---|---|"]
+    for m in b['models']:
+        g = lambda T, k: res.get((m, T), {}).get(k)
+        lines.append(f"| {NAMES.get(m, m)} | {1000 * g(1024, 'gen_seconds_per_token'):.2f} / "
+                     f"{1000 * g(8192, 'gen_seconds_per_token'):.2f} | {g(8192, 'gen_peak_mb'):.1f} | "
+                     f"{b['exponents'][m]['train_seconds']:.2f} |")
+    return '\n'.join(lines) + (f"\n\n{b['device'].upper()}, {b['threads']} thread, about 1M parameters, float32, "
+                               f"{b['device_name']} (`results/bench_cpu.json`).")
+
+
+def dtype_sentence(root):
+    d = load(root, 'results/cpu/train_dtype.json')
+    best = d['ms_per_iter_best']
+    return (f"On a {machine_text(d['machine'])} ({d['date']}, `{d['command']}`): "
+            f"{d['auto_choice']}; ms per iteration, best of {len(d['ms_per_iter_rounds']['auto'])} rounds: " +
+            ', '.join(f"{k} {v:,.1f}" for k, v in best.items()) + '.')
+
+
+def dailydialog_sentence(root):
+    ft, sc = (load(root, f'results/cpu/dd_newllm_{k}.json') for k in ('finetuned', 'scratch'))
+    v = lambda r: r['final_eval_of_best']['val']['ppl']
+    return (f"New-LLM, {ft['config']['max_time']:.0f} s of training each: val token PPL (DailyDialog, word-1000) "
+            f"{v(ft):.2f} fine-tuned from WikiText-2 against {v(sc):.2f} from scratch "
+            f"(`results/cpu/dd_newllm_finetuned.json`, `dd_newllm_scratch.json`; a 2-core AMD EPYC with native bf16).")
+
+
+def compare_lm_md(root):
+    import compare
+    return compare.lm_markdown(load(root, 'results/compare/lm.json')).strip()
+
+
+def compare_recall_md(root):
+    import compare
+    return compare.recall_markdown(load(root, 'results/compare/recall.json')).strip()
+
+
+BLOCKS = {
+    'newllm-headline': newllm_headline,
+    'compare-answers': compare_answers,
+    'compare-lm': compare_lm_tables,
+    'recall': recall_table,
+    'lengths': lengths_table,
+    'dtype': dtype_sentence,
+    'dailydialog': dailydialog_sentence,
+    'compare-lm-full': compare_lm_md,
+    'compare-recall-full': compare_recall_md,
+}
+BLOCK_RE = re.compile(r'(<!-- render: ([\w-]+) -->\n)(.*?)(<!-- /render -->)', re.S)
+
+
+def render_text(text, root):
+    """-> (the document with every block rewritten, [(block, old, new)])."""
+    changes = []
+
+    def fill(m):
+        name = m.group(2)
+        if name not in BLOCKS:
+            raise ValueError(f"unknown render block {name!r} (results/render.py BLOCKS: {', '.join(BLOCKS)})")
+        new = BLOCKS[name](root).rstrip('\n') + '\n'
+        if new != m.group(3):
+            changes.append((name, m.group(3), new))
+        return m.group(1) + new + m.group(4)
+    return BLOCK_RE.sub(fill, text), changes
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0].strip())
+    p.add_argument('--check', action='store_true', help='write nothing; exit 1 if a block differs from its files')
+    p.add_argument('--root', default=ROOT, help='the repository (default: this one)')
+    args = p.parse_args(argv)
+    stale = []
+    for doc in DOCS:
+        path = os.path.join(args.root, doc)
+        with open(path) as f:
+            text = f.read()
+        try:
+            new, changes = render_text(text, args.root)
+        except (OSError, KeyError, ValueError, StopIteration) as e:
+            print(f"error: {doc}: {type(e).__name__}: {e}", file=sys.stderr)
+            return 2
+        for name, old, fresh in changes:
+            first = next((f"'{a}' should be '{b}'" for a, b in zip(old.splitlines(), fresh.splitlines()) if a != b),
+                         'its length differs')
+            stale.append(f"{doc}: block {name}: {first}")
+        if changes and not args.check:
+            from checkpoint import atomic_write_text
+            atomic_write_text(new, path)
+    for name, fn in (('lm', 'lm_markdown'), ('recall', 'recall_markdown')):  # compare.py's own reports
+        import compare
+        path = os.path.join(args.root, 'results', 'compare', f'{name}.md')
+        report = load(args.root, f'results/compare/{name}.json')
+        with open(path) as f:
+            if f.read() != getattr(compare, fn)(report):
+                stale.append(f"results/compare/{name}.md: differs from {name}.json (python compare.py --task {name} "
+                             f"--render)")
+                if not args.check:
+                    (compare.write_lm_report if name == 'lm' else compare.write_recall_report)(
+                        report, os.path.dirname(path))
+    if args.check:
+        for line in stale:
+            print(f"stale: {line}", file=sys.stderr)
+        return 1 if stale else 0
+    print(f"rendered {len(stale)} changed block(s)" + ''.join(f"\n  {s.split(': should')[0]}" for s in stale))
+    return 0
+
+
+if __name__ == '__main__':
+    sys.exit(main())
