@@ -112,6 +112,7 @@ class TrainState:
     epoch_running: list = dataclasses.field(default_factory=lambda: [0.0, 0, 0.0])  # the epoch so far: loss sum,
     #                                                           count, train_seconds at its start
     peak_flops: float = 0.0           # the MFU reference, measured once at the run's first start (resume keeps it)
+    wall_seconds: float = 0.0         # wall time of the run so far, evaluations and checkpoints included
 
     @classmethod
     def from_checkpoint(cls, ckpt):

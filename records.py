@@ -52,6 +52,7 @@ def results(cfg, state, model, meta, final, step_flops, dtype_choice, device, pe
         'forward_flops': step_flops['forward'], 'backward_flops': step_flops['backward'],
         'optimizer_flops': step_flops['optimizer'], 'total_flops_per_step': step_flops['per_step'],
         'total_training_flops': step_flops['per_step'] * state.iter_num, 'peak_flops': state.peak_flops,
+        'wall_seconds': state.wall_seconds,
         'device': device, 'dtype': dtype_choice.dtype, 'dtype_choice': dtype_choice.reason,
         'machine': hardware.machine_info(device), 'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime()),
         'epoch_losses': [e['train_loss'] for e in state.epoch_log],

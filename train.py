@@ -244,6 +244,7 @@ def estimate_loss():
 
 def save(name, rngs):
     """One of the run's checkpoints, from rank 0 (rngs: rng_states(), gathered by every rank)."""
+    state.wall_seconds = wall_at_start + time.time() - started
     if master:
         ckpt_io.atomic_torch_save(ckpt_io.training_checkpoint(raw_model, cfg.model_type, meta, cfg.settings,
                                                               optimizers, scaler, rngs, state),
@@ -312,6 +313,7 @@ def on_signal(signum, frame):  # finish the current iteration, save ckpt.pt, exi
 signal.signal(signal.SIGTERM, on_signal)
 signal.signal(signal.SIGINT, on_signal)
 clock = records.Clock()
+started, wall_at_start = time.time(), state.wall_seconds
 model.train()
 stop_reason, bad_steps = None, 0
 while True:
@@ -446,6 +448,7 @@ if master:
                 + (" (best.pt was chosen on val: a val figure selected on val)" if split == 'val' else ''))
         else:
             log(f"no {split} split in {data_dir}: not evaluated")
+    state.wall_seconds = wall_at_start + time.time() - started
     res = records.results(cfg, state, raw_model, meta, final, step_flops, dtype_choice, device,
                           hardware.peak_memory_mb(device),
                           stop_reason, tokens_per_iter)

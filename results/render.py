@@ -155,14 +155,83 @@ def dailydialog_sentence(root):
             f"(`results/cpu/dd_newllm_finetuned.json`, `dd_newllm_scratch.json`; a 2-core AMD EPYC with native bf16).")
 
 
+def newllm_muon_runs(root):
+    """The 12M-token Muon runs of config/wt2_newllm.py at every evaluation, from their history files."""
+    runs = [('7e-3', 'results/cpu/wt2_newllm_muon7e-3'), ('1e-2', 'results/cpu/wt2_newllm_muon')]
+    hist = {lr: load(root, f'{stem}_history.json') for lr, stem in runs}
+    a = hist['7e-3']
+    cell = lambda v, best: f"**{v}**" if best else v
+    reach = [math.exp(e['val_lines_loss']) <= SEED_NEWLLM_PPL for e in a]
+    first = reach.index(True) if True in reach else None
+    rows = [('tokens (M)', [f"{e['tokens'] / 1e6:.1f}" for e in a]),
+            ('training minutes, 7e-3 (2 threads)', [f"{e['seconds'] / 60:.1f}" for e in a]),
+            ("seed's metric (line windows), 7e-3", [f"{math.exp(e['val_lines_loss']):.2f}" for e in a]),
+            ("seed's metric, 1e-2", [f"{math.exp(e['val_lines_loss']):.2f}" for e in hist['1e-2']]),
+            ('training minutes, 1e-2 (1 thread)', [f"{e['seconds'] / 60:.1f}" for e in hist['1e-2']]),
+            ('stream metric, 7e-3', [f"{math.exp(e['val_stream_loss']):.2f}" for e in a]),
+            ('stream metric, 1e-2', [f"{math.exp(e['val_stream_loss']):.2f}" for e in hist['1e-2']])]
+    lines = ['| ' + ' | '.join([rows[0][0]] + rows[0][1]) + ' |', '|---' * (len(a) + 1) + '|']
+    for name, cells in rows[1:]:
+        lines.append('| ' + ' | '.join([name] + [cell(c, i == first and '7e-3' in name and 'seed' in name)
+                                                   for i, c in enumerate(cells)]) + ' |')
+    seeds = ', '.join(f"{lr}: seed {load(root, stem + '.json')['config']['seed']}" for lr, stem in runs)
+    return '\n'.join(lines) + (f"\n\nWord-1000 token PPL of the whole val split at each evaluation (the bold cell: the "
+                               f"first at or below the seed's {SEED_NEWLLM_PPL}); one run each ({seeds}); float32. "
+                               f"Files: `results/cpu/wt2_newllm_muon7e-3_history.json`, "
+                               f"`results/cpu/wt2_newllm_muon_history.json`.")
+
+
+def dtype_table(root):
+    d = load(root, 'results/cpu/train_dtype.json')
+    lines = ['| dtype | ms/iter, best of the rounds | every round |', '|---|---|---|']
+    for k, v in d['ms_per_iter_best'].items():
+        lines.append(f"| {k} | {v:,.1f} | {', '.join(f'{x:,.1f}' for x in d['ms_per_iter_rounds'][k])} |")
+    return '\n'.join(lines) + (f"\n\ntrain.py logged: `{d['auto_choice']}`. {machine_text(d['machine'])}, {d['date']} "
+                               f"(`{d['command']}`).")
+
+
+def lengths_full(root):
+    """bench/lengths.py's sweeps: the CPU table, and on the GPU which model trains fastest at each length."""
+    out = []
+    for dev in ('cpu', 'cuda'):
+        b = load(root, f'results/bench_{dev}.json')
+        res = {(x['model'], x['T']): x for x in b['results']}
+        if dev == 'cpu':
+            out += ["| model | train s/step T=1024 / 8192 | exponent | train MB T=8192 | gen ms/token T=1024 / 8192 | "
+                    "exponent | gen MB T=8192 |", '|---|---|---|---|---|---|---|']
+            for m in b['models']:
+                g = lambda T, k: res[(m, T)][k]
+                e = b['exponents'][m]
+                out.append(f"| {NAMES.get(m, m)} | {g(1024, 'train_seconds'):.3f} / {g(8192, 'train_seconds'):.2f} | "
+                           f"{e['train_seconds']:.2f} | {g(8192, 'train_peak_mb'):.0f} | "
+                           f"{1000 * g(1024, 'gen_seconds_per_token'):.2f} / {1000 * g(8192, 'gen_seconds_per_token'):.2f}"
+                           f" | {e['gen_seconds_per_token']:.2f} | {g(8192, 'gen_peak_mb'):.1f} |")
+            out.append(f"\n{b['device_name']}, {b['threads']} thread, torch {b['torch']} (`results/bench_cpu.json`).")
+        else:
+            fastest = []
+            for T in b['lengths']:
+                have = {m: res[(m, T)]['train_seconds'] for m in b['models'] if res.get((m, T), {}).get('train_seconds')}
+                if have:
+                    fastest.append(f"{T}: {NAMES.get(min(have, key=have.get), '?')}")
+            out.append(f"\nOn the GPU ({b['device_name']}, `results/bench_cuda.json`) the fastest training step at each "
+                       f"length T: {', '.join(fastest)}; exponents of training time " +
+                       ', '.join(f"{NAMES.get(m, m)} {b['exponents'][m]['train_seconds']:.2f}" for m in b['models']) + '.')
+    return '\n'.join(out)
+
+
+def demoted(markdown):
+    """compare.py's report inside a section of the notebook: its headings three levels down."""
+    return re.sub(r'^(#+) ', lambda m: '###' + m.group(1) + ' ', markdown.strip(), flags=re.M)
+
+
 def compare_lm_md(root):
     import compare
-    return compare.lm_markdown(load(root, 'results/compare/lm.json')).strip()
+    return demoted(compare.lm_markdown(load(root, 'results/compare/lm.json')))
 
 
 def compare_recall_md(root):
     import compare
-    return compare.recall_markdown(load(root, 'results/compare/recall.json')).strip()
+    return demoted(compare.recall_markdown(load(root, 'results/compare/recall.json')))
 
 
 BLOCKS = {
@@ -173,6 +242,9 @@ BLOCKS = {
     'lengths': lengths_table,
     'dtype': dtype_sentence,
     'dailydialog': dailydialog_sentence,
+    'newllm-muon-runs': newllm_muon_runs,
+    'lengths-full': lengths_full,
+    'dtype-table': dtype_table,
     'compare-lm-full': compare_lm_md,
     'compare-recall-full': compare_recall_md,
 }
