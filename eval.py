@@ -564,7 +564,7 @@ def run(args):
 
     if args.json:
         from checkpoint import atomic_write_text
-        atomic_write_text(json.dumps(out, indent=2), args.json)
+        atomic_write_text(json.dumps({**hardware.run_record(device), **out}, indent=2), args.json)
     return out
 
 

@@ -189,3 +189,12 @@ def peak_memory_mb(device):
         return torch.cuda.max_memory_allocated(device) / 2**20, 'cuda_max_allocated'
     import resource
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 'cpu_peak_rss'
+
+
+def run_record(device='cpu'):
+    """What every results file starts with: the command that wrote it, the machine (machine_info) and the date."""
+    import shlex
+    import sys
+    import time
+    return {'command': 'python ' + shlex.join(sys.argv), 'machine': machine_info(device),
+            'date': time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}

@@ -38,7 +38,7 @@ import hardware
 import optim
 import records
 from cli import fail
-from eval import Progress, diverged, evaluate_split, perplexity, score_batch, split_metrics
+from eval import Progress, diverged, evaluate_split, score_batch, split_metrics
 
 try:
     cfg = config.load(sys.argv[1:])

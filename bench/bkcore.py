@@ -154,7 +154,7 @@ def main():
         print(report(t, '%8.1f'), flush=True)
     if args.json:
         from checkpoint import atomic_write_text
-        atomic_write_text(json.dumps(result, indent=1), args.json)
+        atomic_write_text(json.dumps({**hardware.run_record(args.device), **result}, indent=1), args.json)
 
 
 if __name__ == '__main__':

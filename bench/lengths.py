@@ -367,7 +367,7 @@ def main(argv=None):
                                             for key, _, _ in PANELS))
     report['seconds'] = time.time() - t_start
     from checkpoint import atomic_write_text
-    atomic_write_text(json.dumps(report, indent=2), out + '.json')
+    atomic_write_text(json.dumps({**hardware.run_record(report['device']), **report}, indent=2), out + '.json')
     plot(report, out + '.png')
     print(f"wrote {out}.json and {out}.png in {report['seconds']:.0f} s")
     return report

@@ -105,7 +105,7 @@ def main():
         print(f"{name:<10} {B:>5} {dtype:>8} {rate[key]:>9.0f} {rate[key] / base:>5.2f}x {cpu_rate:>12.0f}")
     if args.json:
         from checkpoint import atomic_write_text
-        atomic_write_text(json.dumps(dict(machine=hardware.machine_info(args.device), threads=args.threads,
+        atomic_write_text(json.dumps(dict(**hardware.run_record(args.device), threads=args.threads,
                                           seq_len=args.seq_len, rounds=args.rounds, optimizer=args.optimizer,
                                           config=vars(cfg), rows=rows), indent=1), args.json)
 

@@ -89,7 +89,7 @@ def main():
         last = (entry.get('history') or [{}])[-1]
         print(f"{pr['name']:<50} " + ', '.join(f"{k} {last[k]:.4f}" for k in last if k.endswith('loss')))
     os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    atomic_write_text(json.dumps(report, indent=1), args.json)
+    atomic_write_text(json.dumps({**hardware.run_record(), **report}, indent=1), args.json)
     if any(pr['proc'].returncode for pr in probes if 'proc' in pr):
         fail("some probes failed; see their train.log under " + args.work)
 

@@ -15,7 +15,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -70,8 +69,7 @@ def main():
     print(f"best of {args.rounds}: " + ', '.join(f"{d} {best[d]:.1f} ms/iter" for d in dtypes) +
           f" | auto / {fastest} = {best['auto'] / best[fastest]:.3f}" if 'auto' in best else '')
     if args.json:
-        result = {'command': 'python ' + ' '.join(sys.argv), 'date': time.strftime('%Y-%m-%d'),
-                  'machine': hardware.machine_info(), 'config': args.config, 'iters': args.iters,
+        result = {**hardware.run_record(), 'config': args.config, 'iters': args.iters,
                   'ms_per_iter_rounds': runs, 'ms_per_iter_best': best, 'auto_choice': choices.get('auto'),
                   'fastest_explicit': fastest}
         os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
