@@ -176,16 +176,17 @@ class GatedDeltaMixer(nn.Module):
         cache = u.new_zeros(B, K - 1, 3 * H * dh) if state is None else state[0].to(u.dtype)
         u = torch.cat((cache, u), 1)                                           # the K - 1 inputs before x first
         conv = sum(u[:, i:i + T] * self.conv[i].to(u.dtype) for i in range(K))  # causal depthwise, (B, T, 3 H dh)
-        q, k, v = F.silu(conv).view(B, T, 3, H, dh).permute(2, 0, 3, 1, 4).float().unbind(0)  # (B, H, T, dh) each
+        q, k, v = F.silu(conv).reshape(B, T, 3, H, dh).permute(2, 0, 3, 1, 4).float().unbind(0)  # (B, H, T, dh) each
         with torch.autocast(x.device.type, enabled=False):                     # the delta rule in float32
             q, k = F.normalize(q, dim=-1), F.normalize(k, dim=-1)
-            log_alpha = -self.A_log.exp() * F.softplus(self.a_proj(x.float()) + self.dt_bias)   # (B, T, H)
-            beta = torch.sigmoid(self.b_proj(x.float()))
+            a = self.a_proj(x.float()).transpose(1, 2).contiguous()           # (B, H, T)
+            log_alpha = -self.A_log.exp()[:, None] * F.softplus(a + self.dt_bias[:, None])
+            beta = torch.sigmoid(self.b_proj(x.float()).transpose(1, 2).contiguous())
             St = None if state is None else state[1]
-            args = (q, k, v, log_alpha.transpose(1, 2), beta.transpose(1, 2), St)
+            args = (q, k, v, log_alpha, beta, St)
             o, St = (gated_delta_recurrent(*args) if T == 1 else
                      gated_delta_chunked(*args, self.chunk_size, final_state=carry))
-        o = self.o_norm(o).transpose(1, 2) * F.silu(self.g_proj(x)).view(B, T, H, dh)      # (B, T, H, dh)
+        o = self.o_norm(o).transpose(1, 2) * F.silu(self.g_proj(x)).reshape(B, T, H, dh)      # (B, T, H, dh)
         return self.o_proj(o.reshape(B, T, H * dh).to(x.dtype)), (u[:, -(K - 1):], St) if carry else None
 
 

@@ -61,9 +61,132 @@ def dropout_keep(shape, p, device):
     return bits.view(torch.int16)[:n].view(shape) < round((1 - p) * 65536) - 32768
 
 
-class ContextLoop(torch.autograd.Function):
+# The per-token loop as one operator (torch.library): torch.compile treats it as opaque (Dynamo would otherwise unroll
+# it, and the backward, position by position), compiles what runs around it, and calls it as it is.
+# _loop returns h, c_T and what the backward reads (rs, gates, cs, ss, ns, means, rstds); the math: context_loop.
+@torch.library.custom_op('linlm::newllm_context_loop', mutates_args=())
+def _loop(xw: torch.Tensor, c0: torch.Tensor, Wc: torch.Tensor, Wg: torch.Tensor, bg: torch.Tensor,
+          gamma: torch.Tensor, beta: torch.Tensor, p: float, rest: list[torch.Tensor]) -> tuple[
+        torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+        torch.Tensor, torch.Tensor]:
+    T, B, H = xw.shape
+    C = c0.size(1)
+    L = len(rest) // 2 + 1
+    mm, k = xw.dtype, 1.0 / (1.0 - p)
+    # cast (bf16 under autocast) and scale every weight once, not at every step
+    WcT = Wc.to(mm).t()
+    WgT = (Wg * k).to(mm).t() if p > 0 else Wg.to(mm).t()
+    Ws = [((W * k).to(mm) if p > 0 else W.to(mm)).t() for W in rest[0::2]]
+    bs = [b.to(mm) for b in rest[1::2]]
+    bg = bg.to(mm)
+    rs = xw.new_empty(L, T, B, H)
+    gates = xw.new_empty(T, B, 3 * C)
+    cs = c0.new_empty(T + 1, B, C)
+    ss, ns = c0.new_empty(T, B, C), c0.new_empty(T, B, C)
+    means, rstds = c0.new_empty(T, B, 1), c0.new_empty(T, B, 1)
+    cs[0] = c0
+    drop = ~dropout_keep((L, T, B, H), p, xw.device) if p > 0 else None  # every mask of the window at once
+    with torch.autocast(xw.device.type, enabled=False):
+        for t in range(T):
+            r = torch.addmm(xw[t], cs[t].to(mm), WcT, out=rs[0, t]).relu_()
+            for l in range(L):
+                if l > 0:
+                    r = torch.addmm(bs[l - 1], r, Ws[l - 1], out=rs[l, t]).relu_()
+                if drop is not None:
+                    r.masked_fill_(drop[l, t], 0.0)
+            g = torch.addmm(bg, r, WgT, out=gates[t])
+            g[:, :2 * C].sigmoid_()
+            torch.addcmul(g[:, :C] * cs[t], g[:, C:2 * C], g[:, 2 * C:], out=ss[t])
+            n, means[t], rstds[t] = torch.native_layer_norm(ss[t], (C,), gamma, beta, 1e-5)
+            ns[t] = n
+            torch.clamp(n, -10.0, 10.0, out=cs[t + 1])
+    h = rs[L - 1].transpose(0, 1)
+    h = h * k if p > 0 else h.clone(memory_format=torch.contiguous_format)  # an operator's outputs never alias
+    return h, cs[T].clone(), rs, gates, cs, ss, ns, means, rstds
+
+
+@_loop.register_fake
+def _(xw, c0, Wc, Wg, bg, gamma, beta, p, rest):
+    T, B, H = xw.shape
+    C, L = c0.size(1), len(rest) // 2 + 1
+    return (xw.new_empty(B, T, H), c0.new_empty(B, C), xw.new_empty(L, T, B, H), xw.new_empty(T, B, 3 * C),
+            c0.new_empty(T + 1, B, C), c0.new_empty(T, B, C), c0.new_empty(T, B, C), c0.new_empty(T, B, 1),
+            c0.new_empty(T, B, 1))
+
+
+@torch.library.custom_op('linlm::newllm_context_loop_backward', mutates_args=())
+def _loop_backward(dh_out: torch.Tensor, dc: torch.Tensor, rs: torch.Tensor, gates: torch.Tensor, cs: torch.Tensor,
+                   ss: torch.Tensor, ns: torch.Tensor, means: torch.Tensor, rstds: torch.Tensor, Wc: torch.Tensor,
+                   Wg: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, p: float,
+                   rest: list[torch.Tensor]) -> list[torch.Tensor]:
+    """-> [dxw, dc0, dWc, dWg, dbg, dgamma, dbeta, dW_2, db_2, ...] (context_loop's docstring)."""
+    k, mm, pd = 1.0 / (1.0 - p), rs.dtype, Wg.dtype
+    WcT = Wc.to(mm).t()
+    WgT = (Wg * k).to(mm).t() if p > 0 else Wg.to(mm).t()
+    Ws = [((W * k).to(mm) if p > 0 else W.to(mm)).t() for W in rest[0::2]]
+    L, T, B, H = rs.shape
+    C = cs.size(2)
+    dr_out = (dh_out * k if k != 1.0 else dh_out).to(mm).transpose(0, 1).contiguous()  # (T, B, H)
+    dc = dc.to(cs.dtype)
+    W_back = [WcT.t()] + [W.t() for W in Ws]  # dL/d(input of layer l) = da_l W_back[l]
+    da = torch.empty_like(rs)
+    dgates = torch.empty_like(gates)
+    dns = torch.empty_like(ns)
+    for t in range(T - 1, -1, -1):
+        dn = torch.mul(dc, (ns[t] >= -10.0) & (ns[t] <= 10.0), out=dns[t])
+        ds = torch.ops.aten.native_layer_norm_backward(dn, ss[t], [C], means[t], rstds[t], gamma, beta,
+                                                       [True, False, False])[0]
+        f, i, d = gates[t].split(C, dim=1)
+        dg = dgates[t]
+        torch.mul(ds * cs[t], f * (1 - f), out=dg[:, :C])
+        torch.mul(ds * d, i * (1 - i), out=dg[:, C:2 * C])
+        torch.mul(ds, i, out=dg[:, 2 * C:])
+        dc = ds * f
+        dr = torch.addmm(dr_out[t], dg, WgT.t())
+        for l in range(L - 1, -1, -1):
+            torch.ops.aten.threshold_backward.grad_input(dr, rs[l, t], 0, grad_input=da[l, t])  # ReLU and mask
+            dr = da[l, t] @ W_back[l]
+        dc = dc + dr  # layer 1 reads c_t through Wc: dr is now the MLP's part of dL/dc_t
+    flat = lambda x: x.reshape(-1, x.size(-1))  # (T, B, n) -> (T*B, n)
+    grads = []
+    for l in range(1, L):
+        grads += [(flat(da[l]).t() @ flat(rs[l - 1])).to(pd) * k, flat(da[l]).sum(0).to(pd)]
+    dWc = (flat(da[0]).t() @ flat(cs[:T]).to(mm)).to(pd)
+    dWg = (flat(dgates).t() @ flat(rs[L - 1])).to(pd) * k
+    dbg = flat(dgates).sum(0).to(pd)
+    xhat = (ss - means) * rstds
+    dgamma, dbeta = flat(dns * xhat).sum(0), flat(dns).sum(0)
+    return [da[0].clone(), dc, dWc, dWg, dbg, dgamma, dbeta, *grads]
+
+
+@_loop_backward.register_fake
+def _(dh_out, dc, rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, p, rest):
+    T, B = rs.shape[1:3]
+    return [rs.new_empty(T, B, rs.shape[3]), dc.new_empty(dc.shape)] + [
+        t.new_empty(t.shape) for t in (Wc, Wg, Wg[:, 0], gamma, beta, *rest)]
+
+
+def _setup_context(ctx, inputs, output):
+    xw, c0, Wc, Wg, bg, gamma, beta, p, rest = inputs
+    ctx.save_for_backward(*output[2:], Wc, Wg, gamma, beta, *rest)
+    ctx.p, ctx.n_rest = p, len(rest)
+
+
+def _backward(ctx, dh, dc, *unused):
+    rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, *rest = ctx.saved_tensors
+    dh = torch.zeros_like(rs[0]).transpose(0, 1) if dh is None else dh
+    dc = torch.zeros_like(cs[0]) if dc is None else dc
+    g = _loop_backward(dh, dc, rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, ctx.p, list(rest))
+    return g[0], g[1], g[2], g[3], g[4], g[5], g[6], None, list(g[7:])
+
+
+_loop.register_autograd(_backward, setup_context=_setup_context)
+
+
+def context_loop(xw, c0, Wc, Wg, bg, gamma, beta, p, rest):
     """
-    The per-token loop of New-LLM after the token half of layer 1, with backpropagation through time written out.
+    The per-token loop of New-LLM after the token half of layer 1, with backpropagation through time written out
+    (one operator, linlm::newllm_context_loop, with its own backward operator: torch.compile calls them as they are).
 
     forward(xw (T, B, H), c_0 (B, C), Wc (H, C), Wg (3C, H), bg (3C), gamma, beta (C), p, W_2, b_2, .. W_L, b_L)
         -> h (B, T, H) the last MLP layer at every position, c_T (B, C)
@@ -81,81 +204,7 @@ class ContextLoop(torch.autograd.Function):
     r_l (L, T, B, H), the gates, the LayerNorm inputs and the contexts are saved: O(T) memory, like autograd's.
     Matmuls run in xw's dtype (bf16 under autocast), the context and its LayerNorm in c_0's (float32).
     """
-
-    @staticmethod
-    def forward(ctx, xw, c0, Wc, Wg, bg, gamma, beta, p, *rest):
-        T, B, H = xw.shape
-        C = c0.size(1)
-        L = len(rest) // 2 + 1
-        mm, k = xw.dtype, 1.0 / (1.0 - p)
-        # cast (bf16 under autocast) and scale every weight once, not at every step
-        WcT = Wc.to(mm).t()
-        WgT = (Wg * k).to(mm).t() if p > 0 else Wg.to(mm).t()
-        Ws = [((W * k).to(mm) if p > 0 else W.to(mm)).t() for W in rest[0::2]]
-        bs = [b.to(mm) for b in rest[1::2]]
-        bg = bg.to(mm)
-        rs = xw.new_empty(L, T, B, H)
-        gates = xw.new_empty(T, B, 3 * C)
-        cs = c0.new_empty(T + 1, B, C)
-        ss, ns = c0.new_empty(T, B, C), c0.new_empty(T, B, C)
-        means, rstds = c0.new_empty(T, B, 1), c0.new_empty(T, B, 1)
-        cs[0] = c0
-        drop = ~dropout_keep((L, T, B, H), p, xw.device) if p > 0 else None  # every mask of the window at once
-        with torch.autocast(xw.device.type, enabled=False):
-            for t in range(T):
-                r = torch.addmm(xw[t], cs[t].to(mm), WcT, out=rs[0, t]).relu_()
-                for l in range(L):
-                    if l > 0:
-                        r = torch.addmm(bs[l - 1], r, Ws[l - 1], out=rs[l, t]).relu_()
-                    if drop is not None:
-                        r.masked_fill_(drop[l, t], 0.0)
-                g = torch.addmm(bg, r, WgT, out=gates[t])
-                g[:, :2 * C].sigmoid_()
-                torch.addcmul(g[:, :C] * cs[t], g[:, C:2 * C], g[:, 2 * C:], out=ss[t])
-                n, means[t], rstds[t] = torch.native_layer_norm(ss[t], (C,), gamma, beta, 1e-5)
-                ns[t] = n
-                torch.clamp(n, -10.0, 10.0, out=cs[t + 1])
-        ctx.save_for_backward(rs, gates, cs, ss, ns, means, rstds, WcT, WgT, gamma, beta, *Ws)
-        ctx.k, ctx.param_dtype = k, Wg.dtype
-        h = rs[L - 1].transpose(0, 1)
-        return (h * k if p > 0 else h.contiguous()), cs[T].clone()
-
-    @staticmethod
-    def backward(ctx, dh_out, dc):
-        rs, gates, cs, ss, ns, means, rstds, WcT, WgT, gamma, beta, *Ws = ctx.saved_tensors
-        L, T, B, H = rs.shape
-        C, mm, k, pd = cs.size(2), rs.dtype, ctx.k, ctx.param_dtype
-        dr_out = (dh_out * k if k != 1.0 else dh_out).to(mm).transpose(0, 1).contiguous()  # (T, B, H)
-        dc = torch.zeros_like(cs[0]) if dc is None else dc.to(cs.dtype)
-        W_back = [WcT.t()] + [W.t() for W in Ws]  # dL/d(input of layer l) = da_l W_back[l]
-        da = torch.empty_like(rs)
-        dgates = torch.empty_like(gates)
-        dns = torch.empty_like(ns)
-        for t in range(T - 1, -1, -1):
-            dn = torch.mul(dc, (ns[t] >= -10.0) & (ns[t] <= 10.0), out=dns[t])
-            ds = torch.ops.aten.native_layer_norm_backward(dn, ss[t], [C], means[t], rstds[t], gamma, beta,
-                                                           [True, False, False])[0]
-            f, i, d = gates[t].split(C, dim=1)
-            dg = dgates[t]
-            torch.mul(ds * cs[t], f * (1 - f), out=dg[:, :C])
-            torch.mul(ds * d, i * (1 - i), out=dg[:, C:2 * C])
-            torch.mul(ds, i, out=dg[:, 2 * C:])
-            dc = ds * f
-            dr = torch.addmm(dr_out[t], dg, WgT.t())
-            for l in range(L - 1, -1, -1):
-                torch.ops.aten.threshold_backward.grad_input(dr, rs[l, t], 0, grad_input=da[l, t])  # ReLU and mask
-                dr = da[l, t] @ W_back[l]
-            dc = dc + dr  # layer 1 reads c_t through Wc: dr is now the MLP's part of dL/dc_t
-        flat = lambda x: x.reshape(-1, x.size(-1))  # (T, B, n) -> (T*B, n)
-        grads = []
-        for l in range(1, L):
-            grads += [(flat(da[l]).t() @ flat(rs[l - 1])).to(pd) * k, flat(da[l]).sum(0).to(pd)]
-        dWc = (flat(da[0]).t() @ flat(cs[:T]).to(mm)).to(pd)
-        dWg = (flat(dgates).t() @ flat(rs[L - 1])).to(pd) * k
-        dbg = flat(dgates).sum(0).to(pd)
-        xhat = (ss - means) * rstds
-        dgamma, dbeta = flat(dns * xhat).sum(0), flat(dns).sum(0)
-        return da[0], dc, dWc, dWg, dbg, dgamma, dbeta, None, *grads
+    return _loop(xw, c0, Wc, Wg, bg, gamma, beta, p, rest)[:2]
 
 
 class NewLLM(LM):
@@ -202,8 +251,8 @@ class NewLLM(LM):
             c = torch.zeros(B, C, device=idx.device, dtype=self.ln_c.weight.dtype)
         p = self.config.dropout if self.training else 0.0
         rest = [t for layer in self.mlp[1:] for t in (layer.weight, layer.bias)]
-        return ContextLoop.apply(xw, c, W1[:, E:], self.context_head.weight, self.context_head.bias,
-                                 self.ln_c.weight, self.ln_c.bias, p, *rest)
+        return context_loop(xw, c, W1[:, E:], self.context_head.weight, self.context_head.bias,
+                            self.ln_c.weight, self.ln_c.bias, p, rest)
 
     def hidden(self, idx):
         """idx (B, T) int64 (any T) -> the MLP's last layer h_t (B, T, H) from a zero context, what lm_head reads.
