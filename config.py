@@ -64,7 +64,7 @@ max_bad_steps = 5           # stop after this many non-finite losses in a row
 # system
 device = 'auto'             # 'auto' (cuda, else mps, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'
 dtype = 'auto'              # 'auto' (bfloat16 where it is fast here, else float32: hardware.py), 'float32', 'bfloat16', 'float16'
-compile = False             # torch.compile the model
+compile = False             # torch.compile the model (New-LLM's loop runs inside it as one opaque operator); off: not yet benchmarked
 peak_flops = 0.0            # peak FLOP/s of one device, for MFU; 0 = the matmul rate of the run's dtype, measured once per run
 seed = 1337
 # -----------------------------------------------------------------------------

@@ -64,12 +64,7 @@ CONFIGS = {
     'resnetbk': dict(n_embd=112, n_layer=4, n_experts=4, top_k=1, dropout=0.0, bk_causal=True),
     'lstm': dict(n_embd=224, n_hidden=224, n_layer=2, dropout=0.0),
 }
-QUICK_CONFIGS = {
-    'gpt': dict(n_layer=1, n_head=2, n_embd=16, dropout=0.0),
-    'newllm': dict(n_embd=16, n_context=16, n_hidden=32, n_layer=2, dropout=0.0),
-    'resnetbk': dict(n_embd=16, n_layer=1, n_experts=2, top_k=1, dropout=0.0, bk_causal=True),
-    'lstm': dict(n_embd=16, n_hidden=16, n_layer=1, dropout=0.0),
-}
+QUICK_CONFIGS = {m: dict(ckpt_io.model_classes(m)[0].TINY, dropout=0.0) for m in CONFIGS}  # each model's TINY
 PREFILL_CHUNK = 256
 
 
