@@ -1,5 +1,5 @@
 """
-The seeds' question in one command (issue 19): GPT, New-LLM, ResNet-BK and an LSTM at equal size, each at the
+The seeds' question in one command: GPT, New-LLM, ResNet-BK, an LSTM and Gated DeltaNet at equal size, each at the
 optimizer and learning rate one common probe sweep picks, several seeds; and a recall probe. Everything lands in
 results/compare/.
 
@@ -928,7 +928,8 @@ def main(argv=None):
     g = p.add_argument_group('LM task')
     g.add_argument('--dataset', default=None, help="default: each config's (wikitext2-word1000)")
     g.add_argument('--config_dir', default=None, help='where cmp_<model>.py are (default config)')
-    g.add_argument('--tokens', type=float, default=None, help='training tokens per run (default 5e6)')
+    g.add_argument('--tokens', type=float, default=None, help='training tokens per run (default 4e6: with the probe sweep and '
+                   '3 seeds, 30 to 60 minutes per model on a 2-core CPU; lm.json records each run\'s seconds)')
     g.add_argument('--seeds', type=int, default=None, help='runs per model (default 3)')
     g.add_argument('--grid', type=optimizer_lr_list, default=None,
                    help='probe sweep, optimizer:lr pairs (default adamw:2e-3,adamw:5e-3,muon:5e-3,muon:1e-2,'

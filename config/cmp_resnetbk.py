@@ -1,4 +1,4 @@
-# The seeds' comparison (compare.py --task lm, issue 19): four models of 2.74M parameters +-3% on the New-LLM seed's
+# The seeds' comparison (compare.py --task lm): the models of 2.74M parameters +-3% on the New-LLM seed's
 # word-1000 WikiText-2, the same data, windows, schedule and token budget; only optimizer and learning_rate differ
 # (compare.py's probe sweep). dtype and device: train.py's 'auto', which compare.py decides once and passes to
 # every run.
