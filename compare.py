@@ -365,6 +365,15 @@ def lm_task(args):
         for m, (o, lr) in beyond.items():
             log(f"  {m}'s pick is at the grid's edge: probing {o} {lr:g} too")
             grids[m].append((o, lr))
+    if args.probes_only:  # the sweep's answer alone: which optimizer and lr each model trains best at
+        report = {'task': 'lm-probes', 'command': 'python ' + shlex.join(sys.argv), 'date': now(),
+                  'machine': machine(args.device), 'settings': vars(args), 'probes': probe_out,
+                  'chosen': {m: {k: ranked[m][0][k] for k in ('optimizer', 'lr')} for m in setups},
+                  'models': {m: {'config_file': s['config_file'], 'params': s['params']} for m, s in setups.items()}}
+        os.makedirs(args.out, exist_ok=True)
+        ckpt_io.atomic_write_text(json.dumps(report, indent=1), os.path.join(args.out, 'lm_probes.json'))
+        log(f"wrote {args.out}/lm_probes.json (--probes_only: no seed runs)")
+        return report
     chosen = {}
     for m in setups:
         best = ranked[m][0]
@@ -923,6 +932,8 @@ def main(argv=None):
     p.add_argument('--add', action='store_true',
                    help="add --models to the results already in --out, whose runs stay as recorded (the settings "
                         "must be theirs): a new model joins a finished comparison without rerunning the others")
+    p.add_argument('--probes_only', action='store_true',
+                   help='--task lm: run the probe sweep alone and write lm_probes.json (no seed runs)')
     p.add_argument('--render', action='store_true',
                    help="run nothing: write the task's markdown table and plots again from its JSON in --out")
     g = p.add_argument_group('LM task')

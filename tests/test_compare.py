@@ -52,6 +52,13 @@ def test_lm_task_quick(tmp_path):
     (out / 'lm.md').unlink()
     run('compare.py', '--task', 'lm', '--render', f'--out={out}')   # the report again from lm.json alone
     assert (out / 'lm.md').read_text() == md
+    # --probes_only: the sweep alone (its finished probes reused), the same picks
+    p = run('compare.py', '--task', 'lm', '--quick', '--models', 'gpt,lstm', f'--dataset={data}', f'--work={tmp_path}/work',
+            f'--out={tmp_path}/probes', '--jobs', '2', '--grid', 'adamw:1e-3,muon:5e-3,muon:1e-2', '--extend', '1',
+            '--probes_only', timeout=600)
+    only = json.loads((tmp_path / 'probes' / 'lm_probes.json').read_text())
+    assert only['chosen'] == probes['chosen'] and 'runs already done in their folders: reused' in p.stdout
+    assert not (tmp_path / 'probes' / 'lm.json').exists()
 
 
 def test_recall_task_quick_and_reuse(tmp_path):
