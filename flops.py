@@ -60,6 +60,7 @@ import checkpoint as ckpt_io
 import config
 import data
 import hardware
+import model_newllm  # noqa: F401 (registers New-LLM's loop operators, which measure_step counts)
 import optim
 from cli import fail
 
@@ -205,20 +206,35 @@ def _mkldnn_lstm_backward(x, w_ih, w_hh, *args, out_shape=None, **kwargs):
     return 2 * _mkldnn_lstm(x, w_ih, w_hh)  # input and weight gradients of both matmuls
 
 
+def _newllm_loop(xw, c0, Wc, Wg, bg, gamma, beta, p, rest, *args, out_shape=None, **kwargs):
+    # New-LLM's loop operator (model_newllm.py): per step c_t Wc^T, the hidden layers' matmuls and the gate head
+    T, B, H = xw
+    return 2 * T * B * (Wc[0] * Wc[1] + sum(w[0] * w[1] for w in rest[0::2]) + Wg[0] * Wg[1])
+
+
+def _newllm_loop_backward(dh_out, dc, rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, p, rest, *args,
+                          out_shape=None, **kwargs):
+    L, T, B, H = rs
+    return 2 * _newllm_loop((T, B, H), None, Wc, Wg, None, None, None, p, rest)  # input and weight gradients
+
+
 def measure_step(model, batch_size, seq_len, vocab_size, device='cpu', optimizer='adamw'):
     """
     One real training step (forward, backward, optimizer update) on random tokens under FlopCounterMode.
     -> {'forward': n, 'backward': n, 'optimizer': n, 'by_op': {op: n}}. torch's counter has no formula for the CPU
     flash-attention kernel (SDPA without dropout on a CPU) nor for the in-place addmm_ (the fused loss
     accumulates its lm_head gradient with it); we register torch's own formulas for them. Nor for oneDNN's LSTM
-    layer (nn.LSTM on a CPU, one op per layer): ours, its two matmuls per step, backward 2x.
+    layer (nn.LSTM on a CPU, one op per layer) and New-LLM's loop operators, whose insides it does not see: ours,
+    the matmuls of every step, backward 2x.
     """
     from torch.utils.flop_counter import FlopCounterMode
     aten = torch.ops.aten
     custom = {aten._scaled_dot_product_flash_attention_for_cpu: _cpu_sdpa,
               aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward,
               aten.addmm_: _addmm_,
-              aten.mkldnn_rnn_layer: _mkldnn_lstm, aten.mkldnn_rnn_layer_backward: _mkldnn_lstm_backward}
+              aten.mkldnn_rnn_layer: _mkldnn_lstm, aten.mkldnn_rnn_layer_backward: _mkldnn_lstm_backward,
+              torch.ops.linlm.newllm_context_loop: _newllm_loop,
+              torch.ops.linlm.newllm_context_loop_backward: _newllm_loop_backward}
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(device)
     y = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(device)

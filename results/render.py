@@ -107,6 +107,26 @@ def compare_lm_tables(root):
         f"Speeds (train tokens/s, one thread per run, two runs at once) on: {'; '.join(machines)}.")
 
 
+def probe_table(root):
+    """Every model's probe sweep at the same budget (1M tokens, seed 0): the comparison's, and Gated DeltaNet's, run
+    with --probes_only before its seeds (results/compare/gdn/lm_probes.json)."""
+    main, gdn = load(root, 'results/compare/lm_probes.json'), load(root, 'results/compare/gdn/lm_probes.json')
+    probes = {**main['probes'], **gdn['probes']}
+    cells = sorted({(p['optimizer'], p['lr']) for ps in probes.values() for p in ps})
+    lines = ['| model | ' + ' | '.join(f'{o} {lr:g}' for o, lr in cells) + ' |', '|---' * (len(cells) + 1) + '|']
+    for m, ps in probes.items():
+        got = {(p['optimizer'], p['lr']): p['val_ppl'] for p in ps}
+        best = min((v, k) for k, v in got.items() if v)[1]
+        lines.append(f"| {NAMES.get(m, m)} | " + ' | '.join(
+            '' if c not in got else 'diverged' if got[c] is None else
+            (f"**{got[c]:.2f}**" if c == best else f"{got[c]:.2f}") for c in cells) + ' |')
+    g = gdn['settings']
+    return '\n'.join(lines) + (
+        f"\n\nWhole-val token PPL (word-1000) after {g['probe_tokens'] / 1e6:g}M training tokens, seed 0, float32, each "
+        f"model's best in bold. Gated DeltaNet: `{gdn['command']}`, {machine_text(gdn['machine'])}, {gdn['date'][:10]};"
+        f" the others: the comparison's sweep (`results/compare/lm_probes.json`).")
+
+
 def recall_table(root):
     r = load(root, 'results/compare/recall.json')
     T = max(r['settings']['recall_lengths'])
@@ -123,20 +143,6 @@ def recall_table(root):
         f"\n\nMQAR at T = {T}, vocabulary {s['recall_vocab']}, ~105k parameters per model, {s['recall_steps']:,} "
         f"steps of {s['recall_batch']} at lr {s['recall_lr']:g} (one untuned setting), {s['recall_seeds']} seed; "
         f"accuracy on the queried values (chance 1/9 = 0.11). `results/compare/recall.json`.")
-
-
-def lengths_table(root):
-    b = load(root, 'results/bench_cpu.json')
-    res = {(x['model'], x['T']): x for x in b['results']}
-    lines = ["| model | generation ms/token, T = 1024 / 8192 | generation MB, T = 8192 | training time exponent |",
-             "|---|---|---|---|"]
-    for m in b['models']:
-        g = lambda T, k: res.get((m, T), {}).get(k)
-        lines.append(f"| {NAMES.get(m, m)} | {1000 * g(1024, 'gen_seconds_per_token'):.2f} / "
-                     f"{1000 * g(8192, 'gen_seconds_per_token'):.2f} | {g(8192, 'gen_peak_mb'):.1f} | "
-                     f"{b['exponents'][m]['train_seconds']:.2f} |")
-    return '\n'.join(lines) + (f"\n\n{b['device'].upper()}, {b['threads']} thread, about 1M parameters, float32, "
-                               f"{b['device_name']} (`results/bench_cpu.json`).")
 
 
 def dtype_sentence(root):
@@ -239,7 +245,7 @@ BLOCKS = {
     'compare-answers': compare_answers,
     'compare-lm': compare_lm_tables,
     'recall': recall_table,
-    'lengths': lengths_table,
+    'probes': probe_table,
     'dtype': dtype_sentence,
     'dailydialog': dailydialog_sentence,
     'newllm-muon-runs': newllm_muon_runs,
