@@ -52,7 +52,6 @@ import json
 import os
 import re
 import sys
-from collections import namedtuple
 
 import torch
 
@@ -62,21 +61,7 @@ import data
 import hardware
 import optim
 from cli import fail
-
-# one component: forward and backward FLOPs, split into what torch's counter sees (matmul/SDPA/conv) and the rest.
-# Each model class lists its own components with these helpers (flop_rows in model_*.py), by the rules above.
-Row = namedtuple('Row', 'group name fwd_mm fwd_other bwd_mm bwd_other')
-
-
-def linear(group, name, m, k, n, bias=True, extra=0):
-    """x (m, k) @ W (k, n) [+ b]; extra: further elementwise FLOPs of the same component."""
-    mm, other = 2 * m * k * n, (m * n if bias else 0) + extra
-    return Row(group, name, mm, other, 2 * mm, 2 * other)
-
-
-def elementwise(group, name, count):
-    return Row(group, name, 0, count, 0, 2 * count)
-
+from flop_rules import Row, elementwise, linear  # noqa: F401 (the models' helpers, by the rules above)
 
 def _config(model_type, model_args):
     config_cls, _ = ckpt_io.model_classes(model_type)

@@ -19,6 +19,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 import generation
+from flop_rules import Row, elementwise, linear
 from linear_ce import head_loss
 
 
@@ -186,7 +187,6 @@ class GPT(nn.Module):
         run). Their backward: a fused SDPA kernel (CUDA, or a CPU without attention dropout) recomputes q k^T, so
         the scores cost 3x their forward there and 2x in the math fallback (a CPU with dropout > 0).
         """
-        from flops import Row, elementwise, linear
         M, C, V, nh = B * T, cfg.n_embd, cfg.vocab_size, cfg.n_head
         hs = C // nh
         drop = 1 if cfg.dropout > 0 else 0

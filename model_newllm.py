@@ -38,6 +38,7 @@ import torch.nn as nn
 from torch.nn import functional as F
 
 import generation
+from flop_rules import Row, elementwise, linear
 from linear_ce import head_loss
 
 
@@ -235,7 +236,6 @@ class NewLLM(nn.Module):
         """FLOPs of one forward + backward on a (B, T) batch by component, as flops.Row, by flops.py's rules.
         Layer 1 is counted as it runs: its token half as one matmul over B*T, its context half inside the loop;
         the context heads: 2 sigmoids and f*c + i*d, 5 per element of C; LayerNorm(C) and the clamp 8."""
-        from flops import Row, elementwise, linear
         M, E, H, C, V = B * T, cfg.n_embd, cfg.n_hidden, cfg.n_context, cfg.vocab_size
         act = (2 if cfg.dropout > 0 else 1) * M * H  # ReLU (+ dropout)
         steps = f' ({T} steps)'
