@@ -61,7 +61,7 @@ import data
 import hardware
 import optim
 from cli import fail
-from flop_rules import Row, elementwise, linear  # noqa: F401 (the models' helpers, by the rules above)
+from flop_rules import Row
 
 def _config(model_type, model_args):
     config_cls, _ = ckpt_io.model_classes(model_type)
