@@ -19,7 +19,7 @@ Shapes: B batch, T time, E = n_embd, C = n_context, H = n_hidden, L = n_layer, V
 Fast path, same numbers: layer 1 is split as W1 u = W1[:, :E] Emb(x_t) + W1[:, E:] c_t, and the token half
 (bias included) is one (B*T, E) x (E, H) matmul for all positions before the loop; the loop runs only
 c_t W1[:, E:]^T, layers 2..L and one fused Linear(H, 3C) whose rows are [W_f; W_i; W_u]; the vocabulary projection
-is one (B*T, H) x (H, V) matmul after the loop. The loop's backward is written out (ContextLoop): it runs only the
+is one (B*T, H) x (H, V) matmul after the loop. The loop's backward is written out (context_loop): it runs only the
 step-to-step chain, and every weight gradient is one large matmul after it; all dropout masks are drawn at once.
 The parameters are the seed's, so the count is too:
     V E + (E+C) H + H + (L-1)(H^2 + H) + H V + V + 3 (H C + C) + 2 C
@@ -32,6 +32,7 @@ bench/newllm.py times a training step against the seed's own loop (seeds/newllm.
 """
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
@@ -61,11 +62,15 @@ def dropout_keep(shape, p, device):
     return bits.view(torch.int16)[:n].view(shape) < round((1 - p) * 65536) - 32768
 
 
-class ContextLoop(torch.autograd.Function):
+# The per-token loop as two torch.library custom ops, forward and backward: torch.compile holds each as one opaque
+# node (it would otherwise unroll T steps, and the backward's T steps, into one graph and recompile per length) and
+# compiles the parallel work around them. The forward returns what the backward needs as extra outputs.
+
+def context_loop(xw, c0, Wc, Wg, bg, gamma, beta, p, rest):
     """
     The per-token loop of New-LLM after the token half of layer 1, with backpropagation through time written out.
 
-    forward(xw (T, B, H), c_0 (B, C), Wc (H, C), Wg (3C, H), bg (3C), gamma, beta (C), p, W_2, b_2, .. W_L, b_L)
+    context_loop(xw (T, B, H), c_0 (B, C), Wc (H, C), Wg (3C, H), bg (3C), gamma, beta (C), p, [W_2, b_2, .. W_L, b_L])
         -> h (B, T, H) the last MLP layer at every position, c_T (B, C)
     per step, with dropout written as h_l = k r_l, r_l = relu(a_l) m_l (mask m_l in {0, 1}, k = 1/(1-p)):
         a_1 = xw_t + c_t Wc^T;   a_l = r_{l-1} (k W_l)^T + b_l  (l = 2 .. L);   h_t = k r_L
@@ -82,80 +87,128 @@ class ContextLoop(torch.autograd.Function):
     Matmuls run in xw's dtype (bf16 under autocast), the context and its LayerNorm in c_0's (float32).
     """
 
-    @staticmethod
-    def forward(ctx, xw, c0, Wc, Wg, bg, gamma, beta, p, *rest):
-        T, B, H = xw.shape
-        C = c0.size(1)
-        L = len(rest) // 2 + 1
-        mm, k = xw.dtype, 1.0 / (1.0 - p)
-        # cast (bf16 under autocast) and scale every weight once, not at every step
-        WcT = Wc.to(mm).t()
-        WgT = (Wg * k).to(mm).t() if p > 0 else Wg.to(mm).t()
-        Ws = [((W * k).to(mm) if p > 0 else W.to(mm)).t() for W in rest[0::2]]
-        bs = [b.to(mm) for b in rest[1::2]]
-        bg = bg.to(mm)
-        rs = xw.new_empty(L, T, B, H)
-        gates = xw.new_empty(T, B, 3 * C)
-        cs = c0.new_empty(T + 1, B, C)
-        ss, ns = c0.new_empty(T, B, C), c0.new_empty(T, B, C)
-        means, rstds = c0.new_empty(T, B, 1), c0.new_empty(T, B, 1)
-        cs[0] = c0
-        drop = ~dropout_keep((L, T, B, H), p, xw.device) if p > 0 else None  # every mask of the window at once
-        with torch.autocast(xw.device.type, enabled=False):
-            for t in range(T):
-                r = torch.addmm(xw[t], cs[t].to(mm), WcT, out=rs[0, t]).relu_()
-                for l in range(L):
-                    if l > 0:
-                        r = torch.addmm(bs[l - 1], r, Ws[l - 1], out=rs[l, t]).relu_()
-                    if drop is not None:
-                        r.masked_fill_(drop[l, t], 0.0)
-                g = torch.addmm(bg, r, WgT, out=gates[t])
-                g[:, :2 * C].sigmoid_()
-                torch.addcmul(g[:, :C] * cs[t], g[:, C:2 * C], g[:, 2 * C:], out=ss[t])
-                n, means[t], rstds[t] = torch.native_layer_norm(ss[t], (C,), gamma, beta, 1e-5)
-                ns[t] = n
-                torch.clamp(n, -10.0, 10.0, out=cs[t + 1])
-        ctx.save_for_backward(rs, gates, cs, ss, ns, means, rstds, WcT, WgT, gamma, beta, *Ws)
-        ctx.k, ctx.param_dtype = k, Wg.dtype
-        h = rs[L - 1].transpose(0, 1)
-        return (h * k if p > 0 else h.contiguous()), cs[T].clone()
+    h, cT, *_ = context_loop_op(xw, c0, Wc, Wg, bg, gamma, beta, p, rest)
+    return h, cT
 
-    @staticmethod
-    def backward(ctx, dh_out, dc):
-        rs, gates, cs, ss, ns, means, rstds, WcT, WgT, gamma, beta, *Ws = ctx.saved_tensors
-        L, T, B, H = rs.shape
-        C, mm, k, pd = cs.size(2), rs.dtype, ctx.k, ctx.param_dtype
-        dr_out = (dh_out * k if k != 1.0 else dh_out).to(mm).transpose(0, 1).contiguous()  # (T, B, H)
-        dc = torch.zeros_like(cs[0]) if dc is None else dc.to(cs.dtype)
-        W_back = [WcT.t()] + [W.t() for W in Ws]  # dL/d(input of layer l) = da_l W_back[l]
-        da = torch.empty_like(rs)
-        dgates = torch.empty_like(gates)
-        dns = torch.empty_like(ns)
-        for t in range(T - 1, -1, -1):
-            dn = torch.mul(dc, (ns[t] >= -10.0) & (ns[t] <= 10.0), out=dns[t])
-            ds = torch.ops.aten.native_layer_norm_backward(dn, ss[t], [C], means[t], rstds[t], gamma, beta,
-                                                           [True, False, False])[0]
-            f, i, d = gates[t].split(C, dim=1)
-            dg = dgates[t]
-            torch.mul(ds * cs[t], f * (1 - f), out=dg[:, :C])
-            torch.mul(ds * d, i * (1 - i), out=dg[:, C:2 * C])
-            torch.mul(ds, i, out=dg[:, 2 * C:])
-            dc = ds * f
-            dr = torch.addmm(dr_out[t], dg, WgT.t())
-            for l in range(L - 1, -1, -1):
-                torch.ops.aten.threshold_backward.grad_input(dr, rs[l, t], 0, grad_input=da[l, t])  # ReLU and mask
-                dr = da[l, t] @ W_back[l]
-            dc = dc + dr  # layer 1 reads c_t through Wc: dr is now the MLP's part of dL/dc_t
-        flat = lambda x: x.reshape(-1, x.size(-1))  # (T, B, n) -> (T*B, n)
-        grads = []
-        for l in range(1, L):
-            grads += [(flat(da[l]).t() @ flat(rs[l - 1])).to(pd) * k, flat(da[l]).sum(0).to(pd)]
-        dWc = (flat(da[0]).t() @ flat(cs[:T]).to(mm)).to(pd)
-        dWg = (flat(dgates).t() @ flat(rs[L - 1])).to(pd) * k
-        dbg = flat(dgates).sum(0).to(pd)
-        xhat = (ss - means) * rstds
-        dgamma, dbeta = flat(dns * xhat).sum(0), flat(dns).sum(0)
-        return da[0], dc, dWc, dWg, dbg, dgamma, dbeta, None, *grads
+
+def _scaled_weights(Wc, Wg, bg, p, rest, mm):
+    """The loop's weights cast to the matmul dtype mm once (bf16 under autocast), dropout's 1/(1-p) folded in."""
+    k = 1.0 / (1.0 - p)
+    WcT = Wc.to(mm).t()
+    WgT = (Wg * k).to(mm).t() if p > 0 else Wg.to(mm).t()
+    Ws = [((W * k).to(mm) if p > 0 else W.to(mm)).t() for W in rest[0::2]]
+    return k, WcT, WgT, Ws, [b.to(mm) for b in rest[1::2]], bg.to(mm)
+
+
+@torch.library.custom_op('linlm::newllm_context_loop', mutates_args=())
+def context_loop_op(xw: torch.Tensor, c0: torch.Tensor, Wc: torch.Tensor, Wg: torch.Tensor, bg: torch.Tensor,
+                    gamma: torch.Tensor, beta: torch.Tensor, p: float, rest: list[torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                               torch.Tensor, torch.Tensor, torch.Tensor]:
+    """context_loop's forward -> h, c_T, and for the backward rs, gates, cs, ss, ns, means, rstds."""
+    T, B, H = xw.shape
+    C = c0.size(1)
+    L = len(rest) // 2 + 1
+    mm = xw.dtype
+    k, WcT, WgT, Ws, bs, bg = _scaled_weights(Wc, Wg, bg, p, rest, mm)
+    rs = xw.new_empty(L, T, B, H)
+    gates = xw.new_empty(T, B, 3 * C)
+    cs = c0.new_empty(T + 1, B, C)
+    ss, ns = c0.new_empty(T, B, C), c0.new_empty(T, B, C)
+    means, rstds = c0.new_empty(T, B, 1), c0.new_empty(T, B, 1)
+    cs[0] = c0
+    drop = ~dropout_keep((L, T, B, H), p, xw.device) if p > 0 else None  # every mask of the window at once
+    with torch.autocast(xw.device.type, enabled=False):
+        for t in range(T):
+            r = torch.addmm(xw[t], cs[t].to(mm), WcT, out=rs[0, t]).relu_()
+            for l in range(L):
+                if l > 0:
+                    r = torch.addmm(bs[l - 1], r, Ws[l - 1], out=rs[l, t]).relu_()
+                if drop is not None:
+                    r.masked_fill_(drop[l, t], 0.0)
+            g = torch.addmm(bg, r, WgT, out=gates[t])
+            g[:, :2 * C].sigmoid_()
+            torch.addcmul(g[:, :C] * cs[t], g[:, C:2 * C], g[:, 2 * C:], out=ss[t])
+            n, means[t], rstds[t] = torch.native_layer_norm(ss[t], (C,), gamma, beta, 1e-5)
+            ns[t] = n
+            torch.clamp(n, -10.0, 10.0, out=cs[t + 1])
+    h = rs[L - 1].transpose(0, 1)
+    return (h * k if p > 0 else h.contiguous()), cs[T].clone(), rs, gates, cs, ss, ns, means, rstds
+
+
+@context_loop_op.register_fake
+def _(xw, c0, Wc, Wg, bg, gamma, beta, p, rest):
+    T, B, H = xw.shape
+    C = c0.size(1)
+    L = len(rest) // 2 + 1
+    h = xw.new_empty(T, B, H).transpose(0, 1) if p > 0 else xw.new_empty(B, T, H)    # the strides of the real h
+    return (h, c0.new_empty(B, C), xw.new_empty(L, T, B, H), xw.new_empty(T, B, 3 * C),
+            c0.new_empty(T + 1, B, C), c0.new_empty(T, B, C), c0.new_empty(T, B, C), c0.new_empty(T, B, 1),
+            c0.new_empty(T, B, 1))
+
+
+@torch.library.custom_op('linlm::newllm_context_loop_backward', mutates_args=())
+def context_loop_backward_op(dh_out: torch.Tensor, dc: Optional[torch.Tensor], rs: torch.Tensor, gates: torch.Tensor,
+                             cs: torch.Tensor, ss: torch.Tensor, ns: torch.Tensor, means: torch.Tensor,
+                             rstds: torch.Tensor, Wc: torch.Tensor, Wg: torch.Tensor, gamma: torch.Tensor,
+                             beta: torch.Tensor, p: float, rest: list[torch.Tensor]) -> list[torch.Tensor]:
+    """context_loop's backward (see its docstring) -> [dxw, dc_0, dWc, dWg, dbg, dgamma, dbeta, dW_2, db_2, ..]."""
+    L, T, B, H = rs.shape
+    C, mm, pd = cs.size(2), rs.dtype, Wg.dtype
+    k, WcT, WgT, Ws, _, _ = _scaled_weights(Wc, Wg, Wg.new_empty(0), p, rest, mm)
+    dr_out = (dh_out * k if k != 1.0 else dh_out).to(mm).transpose(0, 1).contiguous()  # (T, B, H)
+    dc = torch.zeros_like(cs[0]) if dc is None else dc.to(cs.dtype)
+    W_back = [WcT.t()] + [W.t() for W in Ws]  # dL/d(input of layer l) = da_l W_back[l]
+    da = torch.empty_like(rs)
+    dgates = torch.empty_like(gates)
+    dns = torch.empty_like(ns)
+    for t in range(T - 1, -1, -1):
+        dn = torch.mul(dc, (ns[t] >= -10.0) & (ns[t] <= 10.0), out=dns[t])
+        ds = torch.ops.aten.native_layer_norm_backward(dn, ss[t], [C], means[t], rstds[t], gamma, beta,
+                                                       [True, False, False])[0]
+        f, i, d = gates[t].split(C, dim=1)
+        dg = dgates[t]
+        torch.mul(ds * cs[t], f * (1 - f), out=dg[:, :C])
+        torch.mul(ds * d, i * (1 - i), out=dg[:, C:2 * C])
+        torch.mul(ds, i, out=dg[:, 2 * C:])
+        dc = ds * f
+        dr = torch.addmm(dr_out[t], dg, WgT.t())
+        for l in range(L - 1, -1, -1):
+            torch.ops.aten.threshold_backward.grad_input(dr, rs[l, t], 0, grad_input=da[l, t])  # ReLU and mask
+            dr = da[l, t] @ W_back[l]
+        dc = dc + dr  # layer 1 reads c_t through Wc: dr is now the MLP's part of dL/dc_t
+    flat = lambda x: x.reshape(-1, x.size(-1))  # (T, B, n) -> (T*B, n)
+    grads = []
+    for l in range(1, L):
+        grads += [(flat(da[l]).t() @ flat(rs[l - 1])).to(pd) * k, flat(da[l]).sum(0).to(pd)]
+    dWc = (flat(da[0]).t() @ flat(cs[:T]).to(mm)).to(pd)
+    dWg = (flat(dgates).t() @ flat(rs[L - 1])).to(pd) * k
+    dbg = flat(dgates).sum(0).to(pd)
+    xhat = (ss - means) * rstds
+    dgamma, dbeta = flat(dns * xhat).sum(0), flat(dns).sum(0)
+    return [da[0], dc, dWc, dWg, dbg, dgamma, dbeta] + grads
+
+
+@context_loop_backward_op.register_fake
+def _(dh_out, dc, rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, p, rest):
+    return [torch.empty_like(t) for t in (rs[0], cs[0], Wc, Wg)] + [Wg.new_empty(Wg.size(0))] + \
+        [torch.empty_like(t) for t in (gamma, beta, *rest)]
+
+
+def _context_loop_setup(ctx, inputs, output):
+    xw, c0, Wc, Wg, bg, gamma, beta, p, rest = inputs
+    ctx.save_for_backward(*output[2:], Wc, Wg, gamma, beta, *rest)
+    ctx.p = p
+
+
+def _context_loop_backward(ctx, dh_out, dc, *_):
+    rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, *rest = ctx.saved_tensors
+    dxw, dc0, dWc, dWg, dbg, dgamma, dbeta, *grads = context_loop_backward_op(
+        dh_out, dc, rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, ctx.p, rest)
+    return dxw, dc0, dWc, dWg, dbg, dgamma, dbeta, None, grads
+
+
+context_loop_op.register_autograd(_context_loop_backward, setup_context=_context_loop_setup)
 
 
 class NewLLM(nn.Module):
@@ -206,8 +259,8 @@ class NewLLM(nn.Module):
             c = torch.zeros(B, C, device=idx.device, dtype=self.ln_c.weight.dtype)
         p = self.config.dropout if self.training else 0.0
         rest = [t for layer in self.mlp[1:] for t in (layer.weight, layer.bias)]
-        return ContextLoop.apply(xw, c, W1[:, E:], self.context_head.weight, self.context_head.bias,
-                                 self.ln_c.weight, self.ln_c.bias, p, *rest)
+        return context_loop(xw, c, W1[:, E:], self.context_head.weight, self.context_head.bias,
+                            self.ln_c.weight, self.ln_c.bias, p, rest)
 
     def hidden(self, idx):
         """idx (B, T) int64 (any T) -> the MLP's last layer h_t (B, T, H) from a zero context, what lm_head reads.

@@ -119,9 +119,8 @@ class MoE(nn.Module):
         gates = F.softmax(top_logits, dim=-1) if self.router_mode == 'seed' else probs.gather(1, top_idx)
         out = torch.zeros_like(xf)
         for e, expert in enumerate(self.experts):
-            tok, slot = (top_idx == e).nonzero(as_tuple=True)
-            if tok.numel():
-                out.index_add_(0, tok, (expert(xf[tok]) * gates[tok, slot].unsqueeze(1)).to(out.dtype))
+            tok, slot = (top_idx == e).nonzero(as_tuple=True)      # no test for 0 tokens: it would break the graph
+            out.index_add_(0, tok, (expert(xf[tok]) * gates[tok, slot].unsqueeze(1)).to(out.dtype))
         E = len(self.experts)
         frac = torch.bincount(top_idx.flatten(), minlength=E).float() / top_idx.numel()
         balance = E * (frac * probs.mean(0)).sum()
