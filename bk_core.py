@@ -254,16 +254,17 @@ class BKCausalAnalytic(torch.autograd.Function):
 
 def bk_causal_adjoint(g, keep, grad_g, scan):
     """The backward of the causal recurrence (BKCausalAnalytic's docstring has the derivation): g, grad_g (B, N)
-    complex, keep (B, N) bool or None -> grad_s (B, N) complex, grad_g0 (B,) complex."""
+    complex, keep (B, N) bool or None -> grad_s (B, N) complex, grad_g0 (B,) complex. conj_physical, not the lazy
+    conj view: the first call of a compiled graph that holds this (in the custom op) lost the lazy bit."""
     g2 = g * g
     dg_dprev = g2 if keep is None else torch.where(keep, g2, torch.ones_like(g))    # c_i = dg_i/dg_{i-1}
     # reverse-time recurrence lam_i = grad_i + conj(c_{i+1}) lam_{i+1}, run forward on flipped sequences
-    coef = torch.cat([dg_dprev[:, 1:].conj(), torch.zeros_like(g[:, :1])], 1).flip(1)
+    coef = torch.cat([dg_dprev[:, 1:].conj_physical(), torch.zeros_like(g[:, :1])], 1).flip(1)
     lam = SCANS[scan].adjoint(coef, grad_g.flip(1)).flip(1)
-    grad_s = -g2.conj() * lam
+    grad_s = -g2.conj_physical() * lam
     if keep is not None:
         grad_s = torch.where(keep, grad_s, torch.zeros_like(grad_s))
-    return grad_s, dg_dprev[:, 0].conj() * lam[:, 0]
+    return grad_s, dg_dprev[:, 0].conj_physical() * lam[:, 0]
 
 
 def bk_full_diagonal(s, causal_fn):
