@@ -133,7 +133,8 @@ def context_loop_op(xw: torch.Tensor, c0: torch.Tensor, Wc: torch.Tensor, Wg: to
             ns[t] = n
             torch.clamp(n, -10.0, 10.0, out=cs[t + 1])
     h = rs[L - 1].transpose(0, 1)
-    return (h * k if p > 0 else h.contiguous()), cs[T].clone(), rs, gates, cs, ss, ns, means, rstds
+    h = h * k if p > 0 else h.clone(memory_format=torch.contiguous_format)   # never a view of rs (B = 1, T = 0)
+    return h, cs[T].clone(), rs, gates, cs, ss, ns, means, rstds
 
 
 @context_loop_op.register_fake
@@ -157,7 +158,7 @@ def context_loop_backward_op(dh_out: torch.Tensor, dc: Optional[torch.Tensor], r
     C, mm, pd = cs.size(2), rs.dtype, Wg.dtype
     k, WcT, WgT, Ws, _, _ = _scaled_weights(Wc, Wg, Wg.new_empty(0), p, rest, mm)
     dr_out = (dh_out * k if k != 1.0 else dh_out).to(mm).transpose(0, 1).contiguous()  # (T, B, H)
-    dc = torch.zeros_like(cs[0]) if dc is None else dc.to(cs.dtype)
+    dc = torch.zeros_like(cs[0]) if dc is None else dc.to(cs.dtype, copy=True)     # an output: not the input
     W_back = [WcT.t()] + [W.t() for W in Ws]  # dL/d(input of layer l) = da_l W_back[l]
     da = torch.empty_like(rs)
     dgates = torch.empty_like(gates)

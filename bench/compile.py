@@ -13,7 +13,9 @@ initialisation: one eager, one torch.compile(model) (inductor, default mode; tra
 does this). compile_s: the wall time of the compiled copy's first step (tracing, compilation, one step). Then
 bench/timing.run_rounds, round-robin, after one warm-up step of each: the median step of each and
 speedup = eager / compiled (wall time; CPU time beside it). Where compilation is the slower, train.py's 'auto' keeps
-the model eager.
+the model eager. Why a speedup is or is not possible: matmul_ms, the step's matmul FLOPs (flops.py) at this
+device's measured float32 matmul rate (hardware.py), is time that fusion cannot remove, so
+speedup_bound = eager / matmul_ms is the most any compiler could give (fusing every other op away entirely).
 """
 import argparse
 import json
@@ -26,6 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import checkpoint as ckpt_io  # noqa: E402
 import configurator  # noqa: E402
+import flops  # noqa: E402
 import hardware  # noqa: E402
 from bench import timing  # noqa: E402
 from cli import fail  # noqa: E402
@@ -43,7 +46,7 @@ def cmp_model_args(model_type, vocab_size):
     return dict(args, vocab_size=vocab_size)
 
 
-def bench_model(model_type, model_args, batch_size, rounds, device):
+def bench_model(model_type, model_args, batch_size, rounds, device, matmul_rate):
     """-> the results row of one model (see the module docstring)."""
     torch.manual_seed(0)
     eager = ckpt_io.build_model(model_type, model_args).to(device)
@@ -62,8 +65,12 @@ def bench_model(model_type, model_args, batch_size, rounds, device):
     compile_s = time.perf_counter() - t0
     times = timing.run_rounds({'eager': step_eager, 'compiled': step_compiled}, rounds, device=device)
     (we, ce), (wc, cc) = times['eager'].median, times['compiled'].median
+    # what compilation can remove: the step's time outside its matmuls (fusion does not make a matmul faster)
+    counts = flops.step_flops(model_type, model_args, batch_size, T, device_type=hardware.device_type(device))
+    matmul_s = (counts['forward_matmul'] + counts['backward_matmul']) / matmul_rate
     return dict(model=model_type, model_args=model_args, batch_size=batch_size, block_size=T,
                 compile_s=round(compile_s, 2), speedup=round(we / wc, 3), cpu_speedup=round(ce / cc, 3),
+                matmul_ms=round(matmul_s * 1e3, 1), speedup_bound=round(we / matmul_s, 2),
                 eager=times['eager'].summary(), compiled=times['compiled'].summary())
 
 
@@ -87,20 +94,23 @@ def main(argv=None):
     torch.set_num_threads(args.threads)
     device_type = hardware.device_type(args.device)
     out = args.json if args.json is not None else os.path.join(ROOT, 'results', device_type, 'compile.json')
+    rate = hardware.measured_rates(args.device, ('float32',))['float32'][0]
     rows = []
-    print(f"{'model':<10} {'compile s':>9} {'eager ms':>9} {'compiled ms':>11} {'speedup':>7} {'cpu speedup':>11}")
+    print(f"{'model':<10} {'compile s':>9} {'eager ms':>9} {'compiled ms':>11} {'speedup':>7} {'cpu speedup':>11} "
+          f"{'matmul ms':>9} {'bound':>6}")
     for m in models:
-        row = bench_model(m, cmp_model_args(m, args.vocab_size), args.batch_size, args.rounds, args.device)
+        row = bench_model(m, cmp_model_args(m, args.vocab_size), args.batch_size, args.rounds, args.device, rate)
         rows.append(row)
         print(f"{m:<10} {row['compile_s']:>9.1f} {row['eager']['wall_ms']:>9.1f} {row['compiled']['wall_ms']:>11.1f} "
-              f"{row['speedup']:>6.2f}x {row['cpu_speedup']:>10.2f}x", flush=True)
+              f"{row['speedup']:>6.2f}x {row['cpu_speedup']:>10.2f}x {row['matmul_ms']:>9.1f} "
+              f"{row['speedup_bound']:>5.2f}x", flush=True)
     if out:
         from checkpoint import atomic_write_text
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
         atomic_write_text(json.dumps(dict(
             command='python ' + ' '.join(['bench/compile.py'] + (sys.argv[1:] if argv is None else argv)),
             machine=hardware.machine_info(args.device), date=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
-            torch=torch.__version__, threads=args.threads, rounds=args.rounds, dtype='float32', device_type=device_type,
+            torch=torch.__version__, threads=args.threads, matmul_flops_per_s=rate, rounds=args.rounds, dtype='float32', device_type=device_type,
             rows=rows), indent=1) + '\n', out)
 
 
