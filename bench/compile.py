@@ -10,7 +10,8 @@ vocab_size --vocab_size (the cmp configs' word-1000 data), dropout as configured
 block_size random tokens (speed does not depend on the data). A step is train.py's (bench/timing.py train_step:
 model(x, y) under the run's autocast, backward, clipping, AdamW). Two copies of the model from the same
 initialisation: one eager, one torch.compile(model) (inductor, default mode; train.py compiles just the model, so
-does this). compile_s: the wall time of the compiled copy's first step (tracing, compilation, one step). Then
+does this). compile_s: the wall time of the compiled copy's first step (tracing, compilation, one step), with
+inductor's on-disk caches off: a cold compile. Then
 bench/timing.run_rounds, round-robin, after one warm-up step of each: the median step of each and
 speedup = eager / compiled (wall time; CPU time beside it). Where compilation is the slower, train.py's 'auto' keeps
 the model eager. Why a speedup is or is not possible: matmul_ms, the step's matmul FLOPs (flops.py) at this
@@ -24,6 +25,7 @@ import sys
 import time
 
 import torch
+import torch._inductor.config
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import checkpoint as ckpt_io  # noqa: E402
@@ -92,6 +94,7 @@ def main(argv=None):
     if args.rounds < 1 or args.batch_size < 1 or args.threads < 1:
         fail("--rounds, --batch_size and --threads must be >= 1")
     torch.set_num_threads(args.threads)
+    torch._inductor.config.force_disable_caches = True     # compile_s is a cold compile, as on a fresh machine
     device_type = hardware.device_type(args.device)
     out = args.json if args.json is not None else os.path.join(ROOT, 'results', device_type, 'compile.json')
     rate = hardware.measured_rates(args.device, ('float32',))['float32'][0]

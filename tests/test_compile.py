@@ -167,14 +167,15 @@ def test_resume_is_exact_compiled(tmp_path):
 
 
 def test_compile_auto_follows_the_benchmark():
-    rows = {'rows': [{'model': 'newllm', 'speedup': 1.4, 'compile_s': 9.0},
-                     {'model': 'lstm', 'speedup': 0.97, 'compile_s': 3.0}]}
+    rows = {'rows': [{'model': 'newllm', 'speedup': 0.9, 'cpu_speedup': 1.4, 'compile_s': 9.0},
+                     {'model': 'lstm', 'speedup': 1.2, 'cpu_speedup': 0.97, 'compile_s': 3.0}]}
     on, why = hardware.choose_compile('auto', 'newllm', 'cpu', rows)
     assert on and why.startswith('compile auto -> on (newllm') and '1.40x' in why
     on, why = hardware.choose_compile('auto', 'lstm', 'cpu', rows)
     assert not on and 'under 1.05x' in why
     on, why = hardware.choose_compile('auto', 'gpt', 'cpu', rows)
     assert not on and 'no bench/compile.py measurement of gpt on cpu' in why
+    assert hardware.choose_compile('auto', 'lstm', 'cuda', {'rows': []})[0] is False
     assert hardware.choose_compile(False, 'newllm', 'cpu', rows) == (False, 'compile False (asked)')
     with pytest.raises(ValueError, match="compile must be True, False or 'auto', not 'yes'"):
         hardware.choose_compile('yes', 'newllm', 'cpu', rows)
