@@ -1,6 +1,6 @@
 """
 The BK-Core's two recurrences as a small C kernel, for CPUs (bk_scan='c'): the plain sequential loops of
-model_resnetbk.bk_causal_sequential and linear_recurrence_sequential, one C loop per sequence instead of one PyTorch
+bk_core.bk_causal_sequential and linear_recurrence_sequential, one C loop per sequence instead of one PyTorch
 call per position. At the seed's N = 128 the BK-Core's time in PyTorch is per-call overhead (~23 dependent small
 ops even in the chunked form); in C the whole batch is one call (bench/bkcore.py times both, results/ holds the
 numbers).
@@ -107,6 +107,7 @@ def load():
     return lib
 
 
+@torch.compiler.assume_constant_result          # torch.compile calls it while tracing, no graph break
 def available():
     """True if the kernel builds and loads here (bk_scan='auto' then uses it on the CPU); never raises."""
     global _available
@@ -134,7 +135,7 @@ def _plain(t, dtype=None):
 
 
 def bk_causal(s, g0=None, keep=None):
-    """As model_resnetbk.bk_causal_sequential (same arguments and result, no broadcasting: s (B, N), g0 (B,),
+    """As bk_core.bk_causal_sequential (same arguments and result, no broadcasting: s (B, N), g0 (B,),
     keep (B, N) bool), in C. No autograd graph: used with BKCausalAnalytic, whose backward calls
     linear_recurrence below."""
     suffix = _suffix(s)
@@ -155,7 +156,7 @@ def bk_causal(s, g0=None, keep=None):
 
 
 def linear_recurrence(coef, x):
-    """As model_resnetbk.linear_recurrence_sequential for complex coef and x of one shape (B, N), in C."""
+    """As bk_core.linear_recurrence_sequential for complex coef and x of one shape (B, N), in C."""
     suffix = _suffix(x)
     B, N = x.shape
     if tuple(coef.shape) != (B, N):

@@ -64,7 +64,10 @@ max_bad_steps = 5           # stop after this many non-finite losses in a row
 # system
 device = 'auto'             # 'auto' (cuda, else mps, else cpu), 'cpu', 'cuda', 'cuda:N' or 'mps'
 dtype = 'auto'              # 'auto' (bfloat16 where it is fast here, else float32: hardware.py), 'float32', 'bfloat16', 'float16'
-compile = False             # torch.compile the model (New-LLM's loop runs inside it as one opaque operator); off: not yet benchmarked
+compile = 'auto'            # torch.compile the model: True, False, or 'auto': on where bench/compile.py measured the
+                            # model's compiled step faster on this device type (results/<cpu|cuda>/compile.json).
+                            # New-LLM's token loop, ResNet-BK's BK-Core and the fused loss are custom ops the compiler
+                            # keeps whole; GPT, New-LLM and ResNet-BK compile as one graph, the LSTM around nn.LSTM
 peak_flops = 0.0            # peak FLOP/s of one device, for MFU; 0 = the matmul rate of the run's dtype, measured once per run
 seed = 1337
 # -----------------------------------------------------------------------------

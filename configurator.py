@@ -202,6 +202,8 @@ def parse_args(argv, defaults, extra_types=None, script=None, model_configs=None
         sys.exit(0)
 
     def expected_type(key):
+        if defaults.get(key) == 'auto':        # an 'auto' default also takes an explicit choice: compile=True
+            return (str, bool)
         if key in defaults and defaults[key] is not None:
             return type(defaults[key])
         return extra_types.get(key)

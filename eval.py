@@ -43,7 +43,7 @@ same tokens and threads. What stays float32: embeddings, norms, every non-Linear
 a raw weight tensor (a quantized Linear has none; each Linear is tried alone, see quantize_int8). Per model:
     GPT:       every Linear becomes int8, lm_head included; lm_head's weight is the tied token embedding, which
                stays float32 for the input lookup, so the V x C matrix is then stored twice (float32 + int8 copy);
-    New-LLM:   the per-token loop (model_newllm.py's ContextLoop) takes the weights of layer 1, layers 2..L and the
+    New-LLM:   the per-token loop (model_newllm.py's context_loop) takes the weights of layer 1, layers 2..L and the
                fused context head Linear(H, 3C) as tensors, so they stay float32: only lm_head becomes int8;
     ResNet-BK: the experts, router, potential and output projections and lm_head become int8; the complex BK-Core
                runs in float32/complex64 as always.

@@ -52,7 +52,6 @@ import json
 import os
 import re
 import sys
-from collections import namedtuple
 
 import torch
 
@@ -60,24 +59,11 @@ import checkpoint as ckpt_io
 import config
 import data
 import hardware
-import model_newllm  # noqa: F401 (registers New-LLM's loop operators, which measure_step counts)
+import linear_ce  # noqa: F401 (defines torch.ops.linlm.linear_cross_entropy, counted below)
+import model_newllm  # noqa: F401 (defines torch.ops.linlm.newllm_context_loop*)
 import optim
 from cli import fail
-
-# one component: forward and backward FLOPs, split into what torch's counter sees (matmul/SDPA/conv) and the rest.
-# Each model class lists its own components with these helpers (flop_rows in model_*.py), by the rules above.
-Row = namedtuple('Row', 'group name fwd_mm fwd_other bwd_mm bwd_other')
-
-
-def linear(group, name, m, k, n, bias=True, extra=0):
-    """x (m, k) @ W (k, n) [+ b]; extra: further elementwise FLOPs of the same component."""
-    mm, other = 2 * m * k * n, (m * n if bias else 0) + extra
-    return Row(group, name, mm, other, 2 * mm, 2 * other)
-
-
-def elementwise(group, name, count):
-    return Row(group, name, 0, count, 0, 2 * count)
-
+from flop_rules import Row
 
 def _config(model_type, model_args):
     config_cls, _ = ckpt_io.model_classes(model_type)
@@ -206,16 +192,22 @@ def _mkldnn_lstm_backward(x, w_ih, w_hh, *args, out_shape=None, **kwargs):
     return 2 * _mkldnn_lstm(x, w_ih, w_hh)  # input and weight gradients of both matmuls
 
 
-def _newllm_loop(xw, c0, Wc, Wg, bg, gamma, beta, p, rest, *args, out_shape=None, **kwargs):
-    # New-LLM's loop operator (model_newllm.py): per step c_t Wc^T, the hidden layers' matmuls and the gate head
-    T, B, H = xw
-    return 2 * T * B * (Wc[0] * Wc[1] + sum(w[0] * w[1] for w in rest[0::2]) + Wg[0] * Wg[1])
+# the project's custom ops (torch.library): the counter sees the op, not the matmuls inside it
+def _fused_loss(h, W, b, y, mm_dtype, need_h, need_W, need_b, *args, out_shape=None, **kwargs):
+    # linear_ce.fused_loss_op: the logits h W^T, and with them grad_h = P W and grad_W = P^T h
+    return 2 * h[0] * h[1] * W[0] * (1 + need_h + need_W)
 
 
-def _newllm_loop_backward(dh_out, dc, rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, p, rest, *args,
-                          out_shape=None, **kwargs):
+def _context_loop(xw, c0, Wc, Wg, bg, gamma, beta, p, rest, *args, out_shape=None, **kwargs):
+    # model_newllm.context_loop_op, T steps of (B, C) x (C, H), L-1 of (B, H) x (H, H), (B, H) x (H, 3C)
+    (T, B, H), C, L = xw, c0[1], len(rest) // 2 + 1
+    return 2 * T * B * H * (C + (L - 1) * H + 3 * C)
+
+
+def _context_loop_backward(dh, dc, rs, gates, cs, *args, out_shape=None, **kwargs):
     L, T, B, H = rs
-    return 2 * _newllm_loop((T, B, H), None, Wc, Wg, None, None, None, p, rest)  # input and weight gradients
+    C = cs[2]
+    return 4 * T * B * H * (C + (L - 1) * H + 3 * C)    # input and weight gradients of every matmul: 2x
 
 
 def measure_step(model, batch_size, seq_len, vocab_size, device='cpu', optimizer='adamw'):
@@ -224,8 +216,8 @@ def measure_step(model, batch_size, seq_len, vocab_size, device='cpu', optimizer
     -> {'forward': n, 'backward': n, 'optimizer': n, 'by_op': {op: n}}. torch's counter has no formula for the CPU
     flash-attention kernel (SDPA without dropout on a CPU) nor for the in-place addmm_ (the fused loss
     accumulates its lm_head gradient with it); we register torch's own formulas for them. Nor for oneDNN's LSTM
-    layer (nn.LSTM on a CPU, one op per layer) and New-LLM's loop operators, whose insides it does not see: ours,
-    the matmuls of every step, backward 2x.
+    layer (nn.LSTM on a CPU, one op per layer): ours, its two matmuls per step, backward 2x. Nor for the
+    project's custom ops (the fused loss, New-LLM's token loop): ours, from their shapes.
     """
     from torch.utils.flop_counter import FlopCounterMode
     aten = torch.ops.aten
@@ -233,8 +225,8 @@ def measure_step(model, batch_size, seq_len, vocab_size, device='cpu', optimizer
               aten._scaled_dot_product_flash_attention_for_cpu_backward: _cpu_sdpa_backward,
               aten.addmm_: _addmm_,
               aten.mkldnn_rnn_layer: _mkldnn_lstm, aten.mkldnn_rnn_layer_backward: _mkldnn_lstm_backward,
-              torch.ops.linlm.newllm_context_loop: _newllm_loop,
-              torch.ops.linlm.newllm_context_loop_backward: _newllm_loop_backward}
+              torch.ops.linlm.linear_cross_entropy: _fused_loss, torch.ops.linlm.newllm_context_loop: _context_loop,
+              torch.ops.linlm.newllm_context_loop_backward: _context_loop_backward}
     g = torch.Generator().manual_seed(0)
     x = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(device)
     y = torch.randint(0, vocab_size, (batch_size, seq_len), generator=g).to(device)

@@ -4,6 +4,7 @@ The device and the precision of a run, chosen by what this machine has and measu
     device = resolve_device('auto')           # 'cuda' if available, else 'mps' (Apple), else 'cpu'
     choice = choose_dtype('auto', device)     # bfloat16 where it runs fast here, else float32 (CUDA: float16)
     ctx = autocast(device, choice.dtype)      # nullcontext() for float32
+    on, why = choose_compile('auto', 'newllm', device)   # torch.compile where bench/compile.py found it faster
 
 Why measure: a bfloat16 matmul runs at full speed on CUDA GPUs from Ampere on and on CPUs with native bf16
 (AVX-512 BF16 / AMX), but on a CPU with only AVX2 PyTorch emulates it, about two orders of magnitude slower than
@@ -13,6 +14,8 @@ as fast. On CUDA the answer is known: bfloat16 where the GPU supports it, else f
 as nanoGPT does. The same timings, best of a few tries, are the peak FLOP/s against which train.py reports MFU.
 """
 import functools
+import json
+import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -23,6 +26,8 @@ DTYPES = {'float32': torch.float32, 'bfloat16': torch.bfloat16, 'float16': torch
 SLOW_FACTOR = 3.0   # an explicit dtype this many times slower than float32 here gets a warning
 BF16_MARGIN = 1.25  # 'auto' takes bfloat16 off CUDA only at this many times float32's rate: where it is native (AMX)
                     # it is several times faster, and a tie is the noise of a busy machine, not a reason to lose bits
+COMPILE_MARGIN = 1.05  # compile 'auto' turns torch.compile on only where bench/compile.py measured this speedup
+COMPILE_RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'results', '{}', 'compile.json')
 
 
 def available_devices():
@@ -158,6 +163,35 @@ def choose_dtype(requested, device, rates=None, cuda_bf16=None):
                           f"float32 on this {device_type(device)} (matmul {rates_text}); --dtype=auto picks "
                           f"the faster one")
     return choice
+
+
+def choose_compile(requested, model_type, device, results=None):
+    """
+    requested: True, False or 'auto'. -> (compile on: bool, one line for the log saying which and why).
+    'auto': on where bench/compile.py's file for this device type (results/<cpu|cuda|mps>/compile.json, or the
+    dict `results` in its format) measured model_type's compiled training step at least COMPILE_MARGIN x faster than
+    eager (on a CPU in CPU time, elsewhere in wall time); off where it measured less, or where it has no
+    measurement for this model on this device type.
+    """
+    if isinstance(requested, bool):
+        return requested, f"compile {requested} (asked)"
+    if requested != 'auto':
+        raise ValueError(f"compile must be True, False or 'auto', not {requested!r}")
+    kind = device_type(device)
+    path = COMPILE_RESULTS.format(kind)
+    if results is None and os.path.isfile(path):
+        with open(path) as f:
+            results = json.load(f)
+    row = next((r for r in (results or {}).get('rows', []) if r['model'] == model_type), None)
+    if row is None:
+        return False, f"compile auto -> off (no bench/compile.py measurement of {model_type} on {kind})"
+    # on a CPU the CPU-time ratio: a shared machine's wall time swings with the other processes (bench/timing.py)
+    speedup = row['cpu_speedup'] if kind == 'cpu' else row['speedup']
+    on = speedup >= COMPILE_MARGIN
+    return on, (f"compile auto -> {'on' if on else 'off'} ({model_type}'s compiled training step ran "
+                f"{speedup:.2f}x eager's {'CPU ' if kind == 'cpu' else ''}time on {kind}, "
+                f"{'at least' if on else 'under'} {COMPILE_MARGIN:g}x; first step {row['compile_s']:.0f} s; "
+                f"bench/compile.py)")
 
 
 def machine_info(device='cpu'):

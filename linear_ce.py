@@ -15,6 +15,8 @@ reason all chunks share one logits and one softmax buffer.
 linear_score is the no-gradient twin for evaluation: per chunk, the logits, their log-softmax in float32 (what
 F.cross_entropy computes) and their argmax, summed into (NLL, scored rows, correct argmax).
 """
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
@@ -52,57 +54,79 @@ def matmul_dtype(h, mm_dtype=None):
     return torch.get_autocast_dtype(dev) if torch.is_autocast_enabled(dev) else torch.float32
 
 
+@torch.library.custom_op('linlm::linear_cross_entropy', mutates_args=())
+def fused_loss_op(h: torch.Tensor, W: torch.Tensor, b: Optional[torch.Tensor], y: torch.Tensor, mm_dtype: torch.dtype,
+                  need_h: bool, need_W: bool, need_b: bool
+                  ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LinearCrossEntropy's forward, one op that torch.compile holds opaque (its per-chunk loop and the CPU's
+    underflow test are eager code): -> loss, and the float32 gradients of the mean loss for h, W, b (an empty
+    tensor for one not needed)."""
+    V = W.shape[0]
+    with torch.autocast(h.device.type, enabled=False):
+        hm, Wm = h.to(mm_dtype), W.to(mm_dtype)
+        bm = None if b is None else b.to(mm_dtype)
+        grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device) if need_h else None
+        grad_W = torch.zeros(W.shape, dtype=torch.float32, device=W.device) if need_W else None
+        grad_b = torch.zeros(V, dtype=torch.float32, device=W.device) if b is not None and need_b else None
+        total = torch.zeros((), dtype=torch.float64, device=h.device)
+        for rows, out, e, work in logit_chunks(hm, Wm, bm):                    # e: logits (m, V), float32
+            hc, yc = hm[rows], y[rows]
+            valid = (yc != -1).unsqueeze(1)
+            yi = yc.clamp(min=0).unsqueeze(1)
+            p = torch.ops.aten._softmax.out(e, 1, False, out=work)              # one fused pass
+            p_y = p.gather(1, yi)
+            nll = -torch.log(p_y)                                                 # lse - logit[y]
+            tiny = p_y < 1e-30                        # p[y] underflowed: take those rows from the logits
+            if e.device.type != 'cpu':                # no host sync per chunk: a read of the logits instead
+                nll = torch.where(tiny, torch.logsumexp(e, 1, keepdim=True) - e.gather(1, yi), nll)
+            elif tiny.any():
+                r = tiny.squeeze(1)
+                nll[r] = torch.logsumexp(e[r], 1, keepdim=True) - e[r].gather(1, yi[r])
+            total += (nll * valid).sum()
+            if need_h or need_W or grad_b is not None:
+                p.scatter_add_(1, yi, torch.full_like(p[:, :1], -1.0))             # - onehot(y)
+                pm = p if mm_dtype == torch.float32 else out.copy_(p)
+                # rows with y = -1 count for nothing: zeroed on the small (m, D) / (m,) sides of the products
+                if need_h:
+                    grad_h[rows] = (pm @ Wm).float().mul_(valid)
+                if need_W:
+                    hv = hc * valid.to(hc.dtype)
+                    if mm_dtype == torch.float32:
+                        grad_W.addmm_(pm.t(), hv)
+                    else:
+                        grad_W += pm.t() @ hv
+                if grad_b is not None:
+                    grad_b.addmv_(p.t(), valid.squeeze(1).to(p.dtype))
+    n = (y != -1).sum().clamp(min=1).to(torch.float32)
+    return ((total / n).to(torch.float32),
+            *(g / n if g is not None else h.new_empty(0, dtype=torch.float32) for g in (grad_h, grad_W, grad_b)))
+
+
+@fused_loss_op.register_fake
+def _(h, W, b, y, mm_dtype, need_h, need_W, need_b):
+    f32 = dict(dtype=torch.float32)
+    return (h.new_empty((), **f32), h.new_empty(h.shape if need_h else (0,), **f32),
+            W.new_empty(W.shape if need_W else (0,), **f32),
+            W.new_empty((W.shape[0],) if b is not None and need_b else (0,), **f32))
+
+
 class LinearCrossEntropy(torch.autograd.Function):
     """apply(h (M, D), W (V, D), b (V,) or None, y (M,) int64, mm_dtype) -> loss (float32 scalar). The matmuls run in
-    mm_dtype (float32 or bfloat16/float16), the softmax and all sums in float32, autocast off inside."""
+    mm_dtype (float32 or bfloat16/float16), the softmax and all sums in float32, autocast off inside. The gradients
+    are formed in the forward (fused_loss_op); backward only scales them."""
 
     @staticmethod
     def forward(ctx, h, W, b, y, mm_dtype):
-        V = W.shape[0]
-        need = ctx.needs_input_grad[:3]
-        with torch.autocast(h.device.type, enabled=False):
-            hm, Wm = h.to(mm_dtype), W.to(mm_dtype)
-            bm = None if b is None else b.to(mm_dtype)
-            grad_h = torch.empty(h.shape, dtype=torch.float32, device=h.device) if need[0] else None
-            grad_W = torch.zeros(W.shape, dtype=torch.float32, device=W.device) if need[1] else None
-            grad_b = torch.zeros(V, dtype=torch.float32, device=W.device) if b is not None and need[2] else None
-            total = torch.zeros((), dtype=torch.float64, device=h.device)
-            for rows, out, e, work in logit_chunks(hm, Wm, bm):                    # e: logits (m, V), float32
-                hc, yc = hm[rows], y[rows]
-                valid = (yc != -1).unsqueeze(1)
-                yi = yc.clamp(min=0).unsqueeze(1)
-                p = torch.ops.aten._softmax.out(e, 1, False, out=work)              # one fused pass
-                p_y = p.gather(1, yi)
-                nll = -torch.log(p_y)                                                 # lse - logit[y]
-                tiny = p_y < 1e-30                        # p[y] underflowed: take those rows from the logits
-                if e.device.type != 'cpu':                # no host sync per chunk: a read of the logits instead
-                    nll = torch.where(tiny, torch.logsumexp(e, 1, keepdim=True) - e.gather(1, yi), nll)
-                elif tiny.any():
-                    r = tiny.squeeze(1)
-                    nll[r] = torch.logsumexp(e[r], 1, keepdim=True) - e[r].gather(1, yi[r])
-                total += (nll * valid).sum()
-                if any(need):
-                    p.scatter_add_(1, yi, torch.full_like(p[:, :1], -1.0))             # - onehot(y)
-                    pm = p if mm_dtype == torch.float32 else out.copy_(p)
-                    # rows with y = -1 count for nothing: zeroed on the small (m, D) / (m,) sides of the products
-                    if need[0]:
-                        grad_h[rows] = (pm @ Wm).float().mul_(valid)
-                    if need[1]:
-                        hv = hc * valid.to(hc.dtype)
-                        if mm_dtype == torch.float32:
-                            grad_W.addmm_(pm.t(), hv)
-                        else:
-                            grad_W += pm.t() @ hv
-                    if grad_b is not None:
-                        grad_b.addmv_(p.t(), valid.squeeze(1).to(p.dtype))
-        n = (y != -1).sum().clamp(min=1).to(torch.float32)
-        ctx.save_for_backward(*(g / n if g is not None else None for g in (grad_h, grad_W, grad_b)))
-        ctx.dtypes = (h.dtype, W.dtype, None if b is None else b.dtype)
-        return (total / n).to(torch.float32)
+        need = [ctx.needs_input_grad[0], ctx.needs_input_grad[1], b is not None and ctx.needs_input_grad[2]]
+        loss, *grads = fused_loss_op(h, W, b, y, mm_dtype, *need)
+        ctx.save_for_backward(*grads)
+        ctx.need, ctx.dtypes = need, (h.dtype, W.dtype, None if b is None else b.dtype)
+        return loss
 
     @staticmethod
     def backward(ctx, grad_loss):
-        grads = [None if g is None else (g * grad_loss).to(dt) for g, dt in zip(ctx.saved_tensors, ctx.dtypes)]
+        grads = [(g * grad_loss).to(dt) if need else None
+                 for g, dt, need in zip(ctx.saved_tensors, ctx.dtypes, ctx.need)]
         return grads[0], grads[1], grads[2], None, None
 
 

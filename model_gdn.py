@@ -39,6 +39,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from flop_rules import Row, elementwise, linear
 from model_base import LM
 
 
@@ -275,7 +276,6 @@ class GDN(LM):
         product with [beta V | beta gamma K] 2 C^2 (2d); W St, Q St (not in the first chunk: it starts from the empty state)
         and the state update (not after the last: training keeps no state) 2 C d^2 each. Backward 2x.
         """
-        from flops import Row, elementwise, linear
         M, D, H, d, F_, V, K = B * T, cfg.n_embd, cfg.n_head, cfg.head_dim, cfg.mlp_hidden, cfg.vocab_size, cfg.conv_size
         C = cfg.chunk_size
         n = -(-T // C)

@@ -18,6 +18,7 @@ import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from flop_rules import Row, elementwise, linear
 from model_base import LM
 
 
@@ -177,7 +178,6 @@ class GPT(LM):
         run). Their backward: a fused SDPA kernel (CUDA, or a CPU without attention dropout) recomputes q k^T, so
         the scores cost 3x their forward there and 2x in the math fallback (a CPU with dropout > 0).
         """
-        from flops import Row, elementwise, linear
         M, C, V, nh = B * T, cfg.n_embd, cfg.vocab_size, cfg.n_head
         hs = C // nh
         drop = 1 if cfg.dropout > 0 else 0

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 
+from flop_rules import Row, elementwise, linear
 from model_base import LM
 
 
@@ -113,7 +114,6 @@ class LSTM(LM):
         """FLOPs of one forward + backward on a (B, T) batch by component, as flops.Row, by flops.py's rules.
         The kernels (oneDNN, cuDNN) run both matmuls of every step, W_ih u_t and W_hh h_{t-1}, summed, + 2 biases;
         the gates: 3 sigmoids, 2 tanh, c = f c + i g, h = o tanh(c), 9 per element of H."""
-        from flops import Row, elementwise, linear
         M, E, H, V = B * T, cfg.n_embd, cfg.n_hidden, cfg.vocab_size
         drop = 1 if cfg.dropout > 0 else 0
         bias = 1 if cfg.bias else 0

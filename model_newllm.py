@@ -19,7 +19,7 @@ Shapes: B batch, T time, E = n_embd, C = n_context, H = n_hidden, L = n_layer, V
 Fast path, same numbers: layer 1 is split as W1 u = W1[:, :E] Emb(x_t) + W1[:, E:] c_t, and the token half
 (bias included) is one (B*T, E) x (E, H) matmul for all positions before the loop; the loop runs only
 c_t W1[:, E:]^T, layers 2..L and one fused Linear(H, 3C) whose rows are [W_f; W_i; W_u]; the vocabulary projection
-is one (B*T, H) x (H, V) matmul after the loop. The loop's backward is written out (ContextLoop): it runs only the
+is one (B*T, H) x (H, V) matmul after the loop. The loop's backward is written out (context_loop): it runs only the
 step-to-step chain, and every weight gradient is one large matmul after it; all dropout masks are drawn at once.
 The parameters are the seed's, so the count is too:
     V E + (E+C) H + H + (L-1)(H^2 + H) + H V + V + 3 (H C + C) + 2 C
@@ -32,11 +32,13 @@ bench/newllm.py times a training step against the seed's own loop (seeds/newllm.
 """
 import math
 from dataclasses import dataclass
+from typing import Optional
 
 import torch
 import torch.nn as nn
 from torch.nn import functional as F
 
+from flop_rules import Row, elementwise, linear
 from model_base import LM
 
 
@@ -61,24 +63,55 @@ def dropout_keep(shape, p, device):
     return bits.view(torch.int16)[:n].view(shape) < round((1 - p) * 65536) - 32768
 
 
-# The per-token loop as one operator (torch.library): torch.compile treats it as opaque (Dynamo would otherwise unroll
-# it, and the backward, position by position), compiles what runs around it, and calls it as it is.
-# _loop returns h, c_T and what the backward reads (rs, gates, cs, ss, ns, means, rstds); the math: context_loop.
-@torch.library.custom_op('linlm::newllm_context_loop', mutates_args=())
-def _loop(xw: torch.Tensor, c0: torch.Tensor, Wc: torch.Tensor, Wg: torch.Tensor, bg: torch.Tensor,
-          gamma: torch.Tensor, beta: torch.Tensor, p: float, rest: list[torch.Tensor]) -> tuple[
-        torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
-        torch.Tensor, torch.Tensor]:
-    T, B, H = xw.shape
-    C = c0.size(1)
-    L = len(rest) // 2 + 1
-    mm, k = xw.dtype, 1.0 / (1.0 - p)
-    # cast (bf16 under autocast) and scale every weight once, not at every step
+# The per-token loop as two torch.library custom ops, forward and backward: torch.compile holds each as one opaque
+# node (it would otherwise unroll T steps, and the backward's T steps, into one graph and recompile per length) and
+# compiles the parallel work around them. The forward returns what the backward needs as extra outputs.
+
+def context_loop(xw, c0, Wc, Wg, bg, gamma, beta, p, rest):
+    """
+    The per-token loop of New-LLM after the token half of layer 1, with backpropagation through time written out.
+
+    context_loop(xw (T, B, H), c_0 (B, C), Wc (H, C), Wg (3C, H), bg (3C), gamma, beta (C), p, [W_2, b_2, .. W_L, b_L])
+        -> h (B, T, H) the last MLP layer at every position, c_T (B, C)
+    per step, with dropout written as h_l = k r_l, r_l = relu(a_l) m_l (mask m_l in {0, 1}, k = 1/(1-p)):
+        a_1 = xw_t + c_t Wc^T;   a_l = r_{l-1} (k W_l)^T + b_l  (l = 2 .. L);   h_t = k r_L
+        [f~, i~, d] = r_L (k Wg)^T + bg;   f, i = sigmoid(f~), sigmoid(i~);   s_t = f c_t + i d
+        n_t = LayerNorm(s_t; gamma, beta);   c_{t+1} = clamp(n_t, -10, 10)
+    backward, t = T-1 .. 0, dc = dL/dc_{t+1} (dL/dc_T comes from the caller, 0 in training):
+        dn = dc [-10 <= n_t <= 10];   ds = LayerNorm backward(dn);   dc = ds f
+        dg = [ds c_t f(1-f), ds d i(1-i), ds i];   dr_L = k dL/dh_t + dg (k Wg)
+        da_l = dr_l [r_l > 0];   dr_{l-1} = da_l (k W_l)  (l = L .. 2);   dc += da_1 Wc;   dL/dxw_t = da_1
+    The weight gradients need no step order: dW_l = k sum_t da_l,t^T r_{l-1,t} is one (H, T*B) x (T*B, H) matmul
+    after the loop, instead of T rank-B updates that autograd would accumulate one by one (the main cost on a CPU).
+    No mask is kept: where m_l dropped a unit, r_l = 0 and the ReLU test [r_l > 0] zeroes its gradient too.
+    r_l (L, T, B, H), the gates, the LayerNorm inputs and the contexts are saved: O(T) memory, like autograd's.
+    Matmuls run in xw's dtype (bf16 under autocast), the context and its LayerNorm in c_0's (float32).
+    """
+
+    h, cT, *_ = context_loop_op(xw, c0, Wc, Wg, bg, gamma, beta, p, rest)
+    return h, cT
+
+
+def _scaled_weights(Wc, Wg, bg, p, rest, mm):
+    """The loop's weights cast to the matmul dtype mm once (bf16 under autocast), dropout's 1/(1-p) folded in."""
+    k = 1.0 / (1.0 - p)
     WcT = Wc.to(mm).t()
     WgT = (Wg * k).to(mm).t() if p > 0 else Wg.to(mm).t()
     Ws = [((W * k).to(mm) if p > 0 else W.to(mm)).t() for W in rest[0::2]]
-    bs = [b.to(mm) for b in rest[1::2]]
-    bg = bg.to(mm)
+    return k, WcT, WgT, Ws, [b.to(mm) for b in rest[1::2]], bg.to(mm)
+
+
+@torch.library.custom_op('linlm::newllm_context_loop', mutates_args=())
+def context_loop_op(xw: torch.Tensor, c0: torch.Tensor, Wc: torch.Tensor, Wg: torch.Tensor, bg: torch.Tensor,
+                    gamma: torch.Tensor, beta: torch.Tensor, p: float, rest: list[torch.Tensor]
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor,
+                               torch.Tensor, torch.Tensor, torch.Tensor]:
+    """context_loop's forward -> h, c_T, and for the backward rs, gates, cs, ss, ns, means, rstds."""
+    T, B, H = xw.shape
+    C = c0.size(1)
+    L = len(rest) // 2 + 1
+    mm = xw.dtype
+    k, WcT, WgT, Ws, bs, bg = _scaled_weights(Wc, Wg, bg, p, rest, mm)
     rs = xw.new_empty(L, T, B, H)
     gates = xw.new_empty(T, B, 3 * C)
     cs = c0.new_empty(T + 1, B, C)
@@ -101,33 +134,32 @@ def _loop(xw: torch.Tensor, c0: torch.Tensor, Wc: torch.Tensor, Wg: torch.Tensor
             ns[t] = n
             torch.clamp(n, -10.0, 10.0, out=cs[t + 1])
     h = rs[L - 1].transpose(0, 1)
-    h = h * k if p > 0 else h.clone(memory_format=torch.contiguous_format)  # an operator's outputs never alias
+    h = h * k if p > 0 else h.clone(memory_format=torch.contiguous_format)   # never a view of rs (B = 1, T = 0)
     return h, cs[T].clone(), rs, gates, cs, ss, ns, means, rstds
 
 
-@_loop.register_fake
+@context_loop_op.register_fake
 def _(xw, c0, Wc, Wg, bg, gamma, beta, p, rest):
     T, B, H = xw.shape
-    C, L = c0.size(1), len(rest) // 2 + 1
-    return (xw.new_empty(B, T, H), c0.new_empty(B, C), xw.new_empty(L, T, B, H), xw.new_empty(T, B, 3 * C),
+    C = c0.size(1)
+    L = len(rest) // 2 + 1
+    h = xw.new_empty(T, B, H).transpose(0, 1) if p > 0 else xw.new_empty(B, T, H)    # the strides of the real h
+    return (h, c0.new_empty(B, C), xw.new_empty(L, T, B, H), xw.new_empty(T, B, 3 * C),
             c0.new_empty(T + 1, B, C), c0.new_empty(T, B, C), c0.new_empty(T, B, C), c0.new_empty(T, B, 1),
             c0.new_empty(T, B, 1))
 
 
 @torch.library.custom_op('linlm::newllm_context_loop_backward', mutates_args=())
-def _loop_backward(dh_out: torch.Tensor, dc: torch.Tensor, rs: torch.Tensor, gates: torch.Tensor, cs: torch.Tensor,
-                   ss: torch.Tensor, ns: torch.Tensor, means: torch.Tensor, rstds: torch.Tensor, Wc: torch.Tensor,
-                   Wg: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, p: float,
-                   rest: list[torch.Tensor]) -> list[torch.Tensor]:
-    """-> [dxw, dc0, dWc, dWg, dbg, dgamma, dbeta, dW_2, db_2, ...] (context_loop's docstring)."""
-    k, mm, pd = 1.0 / (1.0 - p), rs.dtype, Wg.dtype
-    WcT = Wc.to(mm).t()
-    WgT = (Wg * k).to(mm).t() if p > 0 else Wg.to(mm).t()
-    Ws = [((W * k).to(mm) if p > 0 else W.to(mm)).t() for W in rest[0::2]]
+def context_loop_backward_op(dh_out: torch.Tensor, dc: Optional[torch.Tensor], rs: torch.Tensor, gates: torch.Tensor,
+                             cs: torch.Tensor, ss: torch.Tensor, ns: torch.Tensor, means: torch.Tensor,
+                             rstds: torch.Tensor, Wc: torch.Tensor, Wg: torch.Tensor, gamma: torch.Tensor,
+                             beta: torch.Tensor, p: float, rest: list[torch.Tensor]) -> list[torch.Tensor]:
+    """context_loop's backward (see its docstring) -> [dxw, dc_0, dWc, dWg, dbg, dgamma, dbeta, dW_2, db_2, ..]."""
     L, T, B, H = rs.shape
-    C = cs.size(2)
+    C, mm, pd = cs.size(2), rs.dtype, Wg.dtype
+    k, WcT, WgT, Ws, _, _ = _scaled_weights(Wc, Wg, Wg.new_empty(0), p, rest, mm)
     dr_out = (dh_out * k if k != 1.0 else dh_out).to(mm).transpose(0, 1).contiguous()  # (T, B, H)
-    dc = dc.to(cs.dtype)
+    dc = torch.zeros_like(cs[0]) if dc is None else dc.to(cs.dtype, copy=True)     # an output: not the input
     W_back = [WcT.t()] + [W.t() for W in Ws]  # dL/d(input of layer l) = da_l W_back[l]
     da = torch.empty_like(rs)
     dgates = torch.empty_like(gates)
@@ -156,55 +188,29 @@ def _loop_backward(dh_out: torch.Tensor, dc: torch.Tensor, rs: torch.Tensor, gat
     dbg = flat(dgates).sum(0).to(pd)
     xhat = (ss - means) * rstds
     dgamma, dbeta = flat(dns * xhat).sum(0), flat(dns).sum(0)
-    return [da[0].clone(), dc, dWc, dWg, dbg, dgamma, dbeta, *grads]
+    return [da[0], dc, dWc, dWg, dbg, dgamma, dbeta] + grads
 
 
-@_loop_backward.register_fake
+@context_loop_backward_op.register_fake
 def _(dh_out, dc, rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, p, rest):
-    T, B = rs.shape[1:3]
-    return [rs.new_empty(T, B, rs.shape[3]), dc.new_empty(dc.shape)] + [
-        t.new_empty(t.shape) for t in (Wc, Wg, Wg[:, 0], gamma, beta, *rest)]
+    return [torch.empty_like(t) for t in (rs[0], cs[0], Wc, Wg)] + [Wg.new_empty(Wg.size(0))] + \
+        [torch.empty_like(t) for t in (gamma, beta, *rest)]
 
 
-def _setup_context(ctx, inputs, output):
+def _context_loop_setup(ctx, inputs, output):
     xw, c0, Wc, Wg, bg, gamma, beta, p, rest = inputs
     ctx.save_for_backward(*output[2:], Wc, Wg, gamma, beta, *rest)
-    ctx.p, ctx.n_rest = p, len(rest)
+    ctx.p = p
 
 
-def _backward(ctx, dh, dc, *unused):
+def _context_loop_backward(ctx, dh_out, dc, *_):
     rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, *rest = ctx.saved_tensors
-    dh = torch.zeros_like(rs[0]).transpose(0, 1) if dh is None else dh
-    dc = torch.zeros_like(cs[0]) if dc is None else dc
-    g = _loop_backward(dh, dc, rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, ctx.p, list(rest))
-    return g[0], g[1], g[2], g[3], g[4], g[5], g[6], None, list(g[7:])
+    dxw, dc0, dWc, dWg, dbg, dgamma, dbeta, *grads = context_loop_backward_op(
+        dh_out, dc, rs, gates, cs, ss, ns, means, rstds, Wc, Wg, gamma, beta, ctx.p, rest)
+    return dxw, dc0, dWc, dWg, dbg, dgamma, dbeta, None, grads
 
 
-_loop.register_autograd(_backward, setup_context=_setup_context)
-
-
-def context_loop(xw, c0, Wc, Wg, bg, gamma, beta, p, rest):
-    """
-    The per-token loop of New-LLM after the token half of layer 1, with backpropagation through time written out
-    (one operator, linlm::newllm_context_loop, with its own backward operator: torch.compile calls them as they are).
-
-    forward(xw (T, B, H), c_0 (B, C), Wc (H, C), Wg (3C, H), bg (3C), gamma, beta (C), p, W_2, b_2, .. W_L, b_L)
-        -> h (B, T, H) the last MLP layer at every position, c_T (B, C)
-    per step, with dropout written as h_l = k r_l, r_l = relu(a_l) m_l (mask m_l in {0, 1}, k = 1/(1-p)):
-        a_1 = xw_t + c_t Wc^T;   a_l = r_{l-1} (k W_l)^T + b_l  (l = 2 .. L);   h_t = k r_L
-        [f~, i~, d] = r_L (k Wg)^T + bg;   f, i = sigmoid(f~), sigmoid(i~);   s_t = f c_t + i d
-        n_t = LayerNorm(s_t; gamma, beta);   c_{t+1} = clamp(n_t, -10, 10)
-    backward, t = T-1 .. 0, dc = dL/dc_{t+1} (dL/dc_T comes from the caller, 0 in training):
-        dn = dc [-10 <= n_t <= 10];   ds = LayerNorm backward(dn);   dc = ds f
-        dg = [ds c_t f(1-f), ds d i(1-i), ds i];   dr_L = k dL/dh_t + dg (k Wg)
-        da_l = dr_l [r_l > 0];   dr_{l-1} = da_l (k W_l)  (l = L .. 2);   dc += da_1 Wc;   dL/dxw_t = da_1
-    The weight gradients need no step order: dW_l = k sum_t da_l,t^T r_{l-1,t} is one (H, T*B) x (T*B, H) matmul
-    after the loop, instead of T rank-B updates that autograd would accumulate one by one (the main cost on a CPU).
-    No mask is kept: where m_l dropped a unit, r_l = 0 and the ReLU test [r_l > 0] zeroes its gradient too.
-    r_l (L, T, B, H), the gates, the LayerNorm inputs and the contexts are saved: O(T) memory, like autograd's.
-    Matmuls run in xw's dtype (bf16 under autocast), the context and its LayerNorm in c_0's (float32).
-    """
-    return _loop(xw, c0, Wc, Wg, bg, gamma, beta, p, rest)[:2]
+context_loop_op.register_autograd(_context_loop_backward, setup_context=_context_loop_setup)
 
 
 class NewLLM(LM):
@@ -271,7 +277,6 @@ class NewLLM(LM):
         """FLOPs of one forward + backward on a (B, T) batch by component, as flops.Row, by flops.py's rules.
         Layer 1 is counted as it runs: its token half as one matmul over B*T, its context half inside the loop;
         the context heads: 2 sigmoids and f*c + i*d, 5 per element of C; LayerNorm(C) and the clamp 8."""
-        from flops import Row, elementwise, linear
         M, E, H, C, V = B * T, cfg.n_embd, cfg.n_hidden, cfg.n_context, cfg.vocab_size
         act = (2 if cfg.dropout > 0 else 1) * M * H  # ReLU (+ dropout)
         steps = f' ({T} steps)'

@@ -164,8 +164,12 @@ if cfg.init_from == 'resume':
 checkpoint = None  # free memory
 
 raw_model = model
-if cfg.compile:
-    log("compiling the model...")
+try:
+    compile_on, compile_why = hardware.choose_compile(cfg.compile, cfg.model_type, device)  # measured: bench/compile.py
+except ValueError as e:
+    fail(e)
+log(compile_why)
+if compile_on:
     model = torch.compile(model)
 if ddp:
     model = DDP(model, device_ids=[int(os.environ['LOCAL_RANK'])] if device_type == 'cuda' else None)

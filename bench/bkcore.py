@@ -34,6 +34,7 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import hardware  # noqa: E402
+import bk_core  # noqa: E402
 import model_resnetbk as bk  # noqa: E402
 import seeds.resnetbk as seed  # noqa: E402
 from bench import timing  # noqa: E402
@@ -54,7 +55,7 @@ def core_variants(B, N, device):
 
     def ours(scan, grad):
         def run():
-            g = bk.bk_core(v, causal=True, grad=grad, scan=scan)
+            g = bk_core.bk_core(v, causal=True, grad=grad, scan=scan)
             (torch.view_as_real(g) * w).sum().backward()
         return run
 

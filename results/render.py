@@ -225,6 +225,19 @@ def lengths_full(root):
     return '\n'.join(out)
 
 
+def compile_sentence(root):
+    """bench/compile.py's measurement, which train.py's compile='auto' follows (hardware.choose_compile)."""
+    import hardware
+    d = load(root, 'results/cpu/compile.json')
+    rows = ', '.join(f"{NAMES.get(r['model'], r['model'])} {r['cpu_speedup']:.2f}x (first step {r['compile_s']:.0f} s)"
+                     for r in d['rows'])
+    on = [NAMES.get(r['model'], r['model']) for r in d['rows'] if r['cpu_speedup'] >= hardware.COMPILE_MARGIN]
+    return (f"`--compile` on CPU: 'auto' (the default) turns it on where `results/cpu/compile.json` measured the "
+            f"compiled training step at least {hardware.COMPILE_MARGIN}x eager: {', '.join(on) or 'no model'}. Measured "
+            f"(CPU time, {d['threads']} thread, {d['dtype']}, {machine_text(d['machine'])}, {d['date'][:10]}, "
+            f"`{d['command']}`): {rows}. On CUDA: not measured yet ('auto' stays off).")
+
+
 def demoted(markdown):
     """compare.py's report inside a section of the notebook: its headings three levels down."""
     return re.sub(r'^(#+) ', lambda m: '###' + m.group(1) + ' ', markdown.strip(), flags=re.M)
@@ -248,6 +261,7 @@ BLOCKS = {
     'probes': probe_table,
     'dtype': dtype_sentence,
     'dailydialog': dailydialog_sentence,
+    'compile': compile_sentence,
     'newllm-muon-runs': newllm_muon_runs,
     'lengths-full': lengths_full,
     'dtype-table': dtype_table,

@@ -9,11 +9,11 @@ What is re-stated, as the seed's code does it:
   result cast to complex64;
 - torch.func.vmap of it over the batch;
 - seed_bk_features: that forward with the seed's blended "hybrid analytic" backward, which is what the seed trained
-  with. The backward's formula lives once, in model_resnetbk.BKSeedBackward (the model's bk_grad='seed'), so that
-  the model file shows every option it offers; this file borrows it;
+  with. The backward's formula lives once, in seeds/resnetbk_grad.py (also the model's bk_grad='seed');
 - SeedResNetBK: the seed's model (exactly n_seq positions, MoE with a per-expert dispatch loop and a softmax over
   the chosen top-k logits, the BK features computed from the MoE output). Its parameters have the same names and
-  shapes as model_resnetbk.ResNetBK at the seed config, so the same state_dict loads into both.
+  shapes as model_resnetbk.ResNetBK at the seed config, so the same state_dict loads into both;
+- seed_flop_rows: the seed's own FLOP formula (flops.py --convention seed; ResNetBK.seed_flop_rows points here).
 
     python -m seeds.resnetbk      # theta/phi overflow: the fraction of zero G at growing N
 """
@@ -22,7 +22,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.func import vmap
 
-import model_resnetbk as bk
+import bk_core
+from flop_rules import Row
+from seeds.resnetbk_grad import BKSeedBackward
 
 
 def seed_bk_diag(a, b, c, z):
@@ -64,7 +66,7 @@ def seed_bk_features(v):
     B, N = v.shape
     off = torch.ones(B, N - 1, device=v.device)
     z = torch.tensor(1j, dtype=torch.complex64, device=v.device)
-    return torch.view_as_real(bk.BKSeedBackward.apply(v, lambda v_: seed_bk_diag_batched(v_ - 2.0, off, off, z)))
+    return torch.view_as_real(BKSeedBackward.apply(v, lambda v_: seed_bk_diag_batched(v_ - 2.0, off, off, z)))
 
 
 class SeedMoE(nn.Module):
@@ -139,6 +141,33 @@ class SeedResNetBK(nn.Module):
         return self.lm_head(self.ln_f(h))
 
 
+def seed_flop_rows(cfg, B, N):
+    """
+    flops.py's convention 'seed': the seed's own FLOP formula, for the seed's architecture (flags off), with
+    T = B*N tokens. Forward: embedding T D; per layer LayerNorm 5 T D, gating 2 T D E, softmax 3 T E, experts
+    T K (8 D^2 + 2 D), BK-Core 34 T, output projection 4 T D; final LayerNorm 5 T D; lm_head 2 T D V. Not
+    counted: v_proj, residual adds, the loss. Backward: the Linear/MoE terms 2x, LayerNorm and embedding 1x,
+    BK-Core 26 T.
+    """
+    flags = [f for f in ('use_act', 'use_multi_scale', 'use_sparse_bk') if getattr(cfg, f)]
+    if flags:
+        raise ValueError(f"the seed convention covers the seed's architecture only; turn off {', '.join(flags)}")
+    T, D, E, K, V = B * N, cfg.n_embd, cfg.n_experts, cfg.top_k, cfg.vocab_size
+    rows = [Row('embedding', 'embedding T*D', 0, T * D, 0, T * D)]
+    for i in range(cfg.n_layer):
+        g = f'layer {i}'
+        rows += [Row(g, 'LayerNorm 5TD', 0, 5 * T * D, 0, 5 * T * D),
+                 Row(g, 'router/gating 2TDE', 2 * T * D * E, 0, 4 * T * D * E, 0),
+                 Row(g, 'softmax 3TE', 0, 3 * T * E, 0, 6 * T * E),
+                 Row(g, f'experts (top_{K} of {E}) TK(8D^2+2D)', T * K * 8 * D * D, T * K * 2 * D,
+                     2 * T * K * 8 * D * D, 2 * T * K * 2 * D),
+                 Row(g, 'BK-Core 34N*B (backward 26N*B)', 0, 34 * T, 0, 26 * T),
+                 Row(g, 'output projection Linear(2,D) 4TD', 4 * T * D, 0, 8 * T * D, 0)]
+    rows += [Row('final norm', 'LayerNorm 5TD', 0, 5 * T * D, 0, 5 * T * D),
+             Row('lm_head', 'lm_head 2TDV', 2 * T * D * V, 0, 4 * T * D * V, 0)]
+    return rows
+
+
 if __name__ == '__main__':
     # theta/phi overflow: the seed's G is all zeros at long N, while the stable form stays exact
     torch.manual_seed(0)
@@ -147,8 +176,8 @@ if __name__ == '__main__':
         v = torch.rand(2, N, dtype=torch.float64) * 6 - 3
         off = torch.ones(2, N - 1, dtype=torch.float64)
         g_seed = seed_bk_diag_batched(v - 2.0, off, off, torch.tensor(1j, dtype=torch.complex128))
-        g_exact = bk.bk_full_diagonal((v - 2.0) - 1j, bk.bk_causal_sequential)
+        g_exact = bk_core.bk_full_diagonal((v - 2.0) - 1j, bk_core.bk_causal_sequential)
         # log10 |theta_N| = -sum log10 |g_i| (theta_{i+1} / theta_i = 1 / g_i, g the causal recurrence)
-        log_det = -torch.log10(bk.bk_causal_sequential((v[:1] - 2.0) - 1j).abs()).sum()
+        log_det = -torch.log10(bk_core.bk_causal_sequential((v[:1] - 2.0) - 1j).abs()).sum()
         print(f"{N:>6} {'1e%d' % int(log_det):>12} "
               f"{(g_seed == 0).double().mean().item():>12.3f} {(g_seed - g_exact).abs().max().item():>20.3e}")

@@ -42,7 +42,10 @@ def make_dataset(path, vocab_size=48, n_train=20000, n_val=3000, lines=False, se
 
 
 def run(script, *args, env=None, check=True, timeout=300):
-    """Run a project script in a subprocess; returns the CompletedProcess (stdout+stderr as text)."""
+    """Run a project script in a subprocess; returns the CompletedProcess (stdout+stderr as text). train.py runs
+    eager unless the test passes --compile (its default 'auto' follows results/, which would make speed vary)."""
+    if script == 'train.py' and not any(str(a).startswith('--compile') for a in args):
+        args = (*args, '--compile=False')
     full_env = dict(os.environ, OMP_NUM_THREADS='1', **(env or {}))
     p = subprocess.run([sys.executable, str(ROOT / script), *map(str, args)], cwd=ROOT, env=full_env,
                        capture_output=True, text=True, timeout=timeout)

@@ -7,6 +7,7 @@ import shutil
 import pytest
 import torch
 
+import bk_core
 import bk_kernel
 import model_resnetbk as bk
 import seeds.resnetbk as seed
@@ -44,14 +45,14 @@ def test_causal_equals_leading_block_inverse(N):
         idx = list(range(0, N, 17)) + [N - 1]
         ref_sub = torch.stack([dense_resolvent(v, i + 1)[:, i, i] for i in idx], 1)
     s = (v - 2.0) - 1j
-    for fn in (bk.bk_causal_sequential, bk.bk_causal_scan, bk.bk_causal_chunked):
+    for fn in (bk_core.bk_causal_sequential, bk_core.bk_causal_scan, bk_core.bk_causal_chunked):
         g = fn(s)
         if ref is not None:
             assert (g - ref).abs().max() < 1e-12, fn.__name__
         else:
             assert (g[:, idx] - ref_sub).abs().max() < 1e-12, fn.__name__
     for scan in SCANS:
-        assert (bk.bk_core(v, scan=scan) - bk.bk_causal_sequential(s)).abs().max() < 1e-12
+        assert (bk_core.bk_core(v, scan=scan) - bk_core.bk_causal_sequential(s)).abs().max() < 1e-12
 
 
 @pytest.mark.parametrize("N", [1, 2, 7, 64, 256])
@@ -60,7 +61,7 @@ def test_full_diagonal_equals_dense_inverse(N):
     ref = dense_resolvent(v, N).diagonal(dim1=-2, dim2=-1)
     for scan in SCANS:
         for grad in ('autograd', 'analytic', 'seed'):
-            g = bk.bk_core(v, causal=False, grad=grad, scan=scan)
+            g = bk_core.bk_core(v, causal=False, grad=grad, scan=scan)
             assert (g - ref).abs().max() < 1e-12, (scan, grad)
 
 
@@ -68,9 +69,9 @@ def test_causal_depends_only_on_past_and_full_on_all():
     v = rand_v(1, 40)
     v2 = v.clone()
     v2[0, 25] += 1.0
-    gc, gc2 = bk.bk_core(v), bk.bk_core(v2)
+    gc, gc2 = bk_core.bk_core(v), bk_core.bk_core(v2)
     assert torch.equal(gc[:, :25], gc2[:, :25]) and (gc[:, 25:] - gc2[:, 25:]).abs().min() > 0
-    gf, gf2 = bk.bk_core(v, causal=False), bk.bk_core(v2, causal=False)
+    gf, gf2 = bk_core.bk_core(v, causal=False), bk_core.bk_core(v2, causal=False)
     assert (gf[:, :25] - gf2[:, :25]).abs().max() > 1e-8          # the seed's diagonal sees the future
 
 
@@ -78,10 +79,10 @@ def test_long_sequence_finite_where_seed_theta_phi_overflows():
     v = rand_v(2, 4096, dtype=torch.float32)
     for causal in (True, False):
         for scan in SCANS:
-            g = bk.bk_core(v, causal=causal, scan=scan)
+            g = bk_core.bk_core(v, causal=causal, scan=scan)
             assert torch.isfinite(torch.view_as_real(g)).all() and g.abs().max() <= 1.0 + 1e-5
-    exact = bk.bk_core(v.double(), causal=False)
-    assert (bk.bk_core(v, causal=False) - exact).abs().max() < 1e-4
+    exact = bk_core.bk_core(v.double(), causal=False)
+    assert (bk_core.bk_core(v, causal=False) - exact).abs().max() < 1e-4
     off = torch.ones(2, 4095)
     g_seed = seed.seed_bk_diag_batched(v - 2.0, off, off, torch.tensor(1j, dtype=torch.complex64))
     assert (g_seed == 0).all()                   # theta_N overflowed complex128: every G became 0
@@ -91,7 +92,7 @@ def test_seed_theta_phi_matches_at_short_length():
     v = rand_v(2, 128)
     off = torch.ones(2, 127, dtype=torch.float64)
     g_seed = seed.seed_bk_diag_batched(v - 2.0, off, off, torch.tensor(1j, dtype=torch.complex128))
-    assert (g_seed - bk.bk_core(v, causal=False)).abs().max() < 1e-6      # complex64 output
+    assert (g_seed - bk_core.bk_core(v, causal=False)).abs().max() < 1e-6      # complex64 output
 
 
 @pytest.mark.parametrize("N", [1, 2, 5, 128, 1000, 4096])
@@ -102,29 +103,29 @@ def test_scans_equal_sequential_float32(N):
     g0 = torch.complex(torch.randn(4), torch.rand(4))
     keep = torch.rand(4, N, generator=torch.Generator().manual_seed(1)) > 0.3
     for args in ((), (g0,), (g0, keep), (None, keep)):
-        ref = bk.bk_causal_sequential(s.to(torch.complex128), *[a if a is None or a.dtype == torch.bool else
+        ref = bk_core.bk_causal_sequential(s.to(torch.complex128), *[a if a is None or a.dtype == torch.bool else
                                                                 a.to(torch.complex128) for a in args])
-        for fn in (bk.bk_causal_sequential, bk.bk_causal_scan, bk.bk_causal_chunked):
+        for fn in (bk_core.bk_causal_sequential, bk_core.bk_causal_scan, bk_core.bk_causal_chunked):
             g = fn(s, *args)
             assert g.dtype == torch.complex64 and (g - ref).abs().max() < 2e-6, fn.__name__
     coef, x = torch.complex(torch.rand(4, N), torch.rand(4, N)) * 0.7, torch.randn(4, N, dtype=torch.complex64)
-    ref = bk.linear_recurrence_sequential(coef.to(torch.complex128), x.to(torch.complex128))
-    for fn in (bk.linear_recurrence_sequential, bk.linear_recurrence_scan, bk.linear_recurrence_chunked):
+    ref = bk_core.linear_recurrence_sequential(coef.to(torch.complex128), x.to(torch.complex128))
+    for fn in (bk_core.linear_recurrence_sequential, bk_core.linear_recurrence_scan, bk_core.linear_recurrence_chunked):
         assert (fn(coef, x) - ref).abs().max() < 1e-5, fn.__name__
 
 
 def test_carried_state_continues_the_chain():
     v = rand_v(2, 30)
     s = (v - 2.0) - 1j
-    g = bk.bk_causal_sequential(s)
-    for fn in (bk.bk_causal_sequential, bk.bk_causal_scan, bk.bk_causal_chunked):
+    g = bk_core.bk_causal_sequential(s)
+    for fn in (bk_core.bk_causal_sequential, bk_core.bk_causal_scan, bk_core.bk_causal_chunked):
         assert (fn(s[:, 12:], g[:, 11]) - g[:, 12:]).abs().max() < 1e-13
     keep = torch.rand(2, 30, generator=torch.Generator().manual_seed(2)) > 0.5
-    gk = bk.bk_causal_sequential(s, keep=keep)
+    gk = bk_core.bk_causal_sequential(s, keep=keep)
     # a skipped position carries g, and the kept positions equal the chain over the kept positions alone
     for b in range(2):
         kept = s[b:b + 1, keep[b]]
-        assert (gk[b, keep[b]] - bk.bk_causal_sequential(kept)[0]).abs().max() < 1e-13
+        assert (gk[b, keep[b]] - bk_core.bk_causal_sequential(kept)[0]).abs().max() < 1e-13
 
 
 @pytest.mark.parametrize("scan", SCANS + (('c',) if HAS_CC else ()))
@@ -133,11 +134,11 @@ def test_analytic_backward_gradcheck(scan):
     s = ((v - 2.0) - 1j).requires_grad_()
     g0 = torch.complex(torch.randn(2, dtype=torch.float64), torch.rand(2, dtype=torch.float64)).requires_grad_()
     keep = torch.rand(2, 9, generator=torch.Generator().manual_seed(3)) > 0.3
-    assert torch.autograd.gradcheck(lambda s_, g_: bk.BKCausalAnalytic.apply(s_, g_, keep, scan), (s, g0))
-    assert torch.autograd.gradcheck(lambda s_: bk.BKCausalAnalytic.apply(s_, None, None, scan), (s,))
+    assert torch.autograd.gradcheck(lambda s_, g_: bk_core.BKCausalAnalytic.apply(s_, g_, keep, scan), (s, g0))
+    assert torch.autograd.gradcheck(lambda s_: bk_core.BKCausalAnalytic.apply(s_, None, None, scan), (s,))
     # with z, the input is the real potential v and s = (v - 2) - z is formed inside (bk_core's causal path)
     v = v.clone().requires_grad_()
-    assert torch.autograd.gradcheck(lambda v_, g_: bk.BKCausalAnalytic.apply(v_, g_, keep, scan, 1j), (v, g0))
+    assert torch.autograd.gradcheck(lambda v_, g_: bk_core.BKCausalAnalytic.apply(v_, g_, keep, scan, 1j), (v, g0))
 
 
 @pytest.mark.parametrize("causal", [True, False])
@@ -146,7 +147,7 @@ def test_analytic_equals_autograd_and_seed_does_not(causal):
     w = torch.randn(3, 50, 2, dtype=torch.float64)
 
     def grad_of(mode, scan='sequential'):
-        g = bk.bk_core(v, causal=causal, grad=mode, scan=scan)
+        g = bk_core.bk_core(v, causal=causal, grad=mode, scan=scan)
         loss = (torch.view_as_real(g) * w).sum()
         return torch.autograd.grad(loss, v)[0]
 
@@ -165,7 +166,7 @@ def test_seed_backward_matches_seed_reference():
     in BKSeedBackward): the values the backward reads agree, and the [Re g, Im g] features carry the same gradient."""
     v = rand_v(2, 128, dtype=torch.float32).requires_grad_()
     w = torch.randn(2, 128, 2)
-    g = bk.bk_core(v, causal=False, grad='seed')
+    g = bk_core.bk_core(v, causal=False, grad='seed')
     (gr_ours,) = torch.autograd.grad((torch.view_as_real(g) * w).sum(), v)
     v2 = v.detach().clone().requires_grad_()
     (gr_seed,) = torch.autograd.grad((seed.seed_bk_features(v2) * w).sum(), v2)
@@ -184,16 +185,16 @@ def test_c_kernel_equals_sequential_and_dense_inverse():
         keep = torch.rand(4, 300, generator=torch.Generator().manual_seed(4)) > 0.3
         for args in ((), (g0,), (g0, keep), (None, keep)):
             g = bk_kernel.bk_causal(s, *args)
-            assert g.dtype == s.dtype and (g - bk.bk_causal_sequential(s, *args)).abs().max() < tol
+            assert g.dtype == s.dtype and (g - bk_core.bk_causal_sequential(s, *args)).abs().max() < tol
         coef = torch.complex(torch.rand(4, 300, dtype=dtype), torch.rand(4, 300, dtype=dtype)) * 0.7
         x = torch.randn(4, 300, dtype=s.dtype)
-        assert (bk_kernel.linear_recurrence(coef, x) - bk.linear_recurrence_sequential(coef, x)).abs().max() < tol
+        assert (bk_kernel.linear_recurrence(coef, x) - bk_core.linear_recurrence_sequential(coef, x)).abs().max() < tol
     v = rand_v(2, 64)
-    assert (bk.bk_core(v, scan='c') - causal_reference(v)).abs().max() < 1e-12
+    assert (bk_core.bk_core(v, scan='c') - causal_reference(v)).abs().max() < 1e-12
     for grad in ('analytic', 'seed'):
-        full = bk.bk_core(v, causal=False, grad=grad, scan='c')
+        full = bk_core.bk_core(v, causal=False, grad=grad, scan='c')
         assert (full - dense_resolvent(v, 64).diagonal(dim1=-2, dim2=-1)).abs().max() < 1e-12
-    g = bk.bk_core(rand_v(2, 4096, dtype=torch.float32), scan='c')
+    g = bk_core.bk_core(rand_v(2, 4096, dtype=torch.float32), scan='c')
     assert torch.isfinite(torch.view_as_real(g)).all() and g.abs().max() <= 1.0 + 1e-5
 
 
@@ -203,11 +204,11 @@ def test_c_kernel_is_the_cpu_default_and_refuses_autograd():
     w = torch.randn(2, 50, 2)
     grads = {}
     for scan in ('auto', 'c', 'chunked'):
-        g = bk.bk_core(v, scan=scan)
+        g = bk_core.bk_core(v, scan=scan)
         (grads[scan],) = torch.autograd.grad((torch.view_as_real(g) * w).sum(), v)
     assert torch.equal(grads['auto'], grads['c']) and (grads['c'] - grads['chunked']).abs().max() < 1e-5
     with pytest.raises(ValueError, match="no autograd graph"):
-        bk.bk_core(v, grad='autograd', scan='c')
+        bk_core.bk_core(v, grad='autograd', scan='c')
     with pytest.raises(ValueError, match="no autograd graph"):
         small(bk_scan='c', bk_grad='autograd')
     with pytest.raises(ValueError, match="CPU only"):
@@ -221,11 +222,11 @@ def test_c_kernel_reads_values_not_memory():
     g0 = torch.complex(torch.randn(3, dtype=torch.float64), torch.rand(3, dtype=torch.float64))
     keep = torch.rand(40, 3, generator=torch.Generator().manual_seed(5)).t() > 0.3     # non-contiguous
     for s_, g0_ in ((s, g0.conj()), (torch._neg_view(s), g0), (torch.cat([s, s], 1)[:, ::2], None)):
-        ref = bk.bk_causal_sequential(s_.resolve_conj().resolve_neg(), g0_, keep)
+        ref = bk_core.bk_causal_sequential(s_.resolve_conj().resolve_neg(), g0_, keep)
         assert (bk_kernel.bk_causal(s_, g0_, keep) - ref).abs().max() < 1e-13
     coef = torch.rand(3, 40, dtype=torch.complex128).conj()
     x = torch._neg_view(torch.randn(3, 40, dtype=torch.complex128))
-    ref = bk.linear_recurrence_sequential(coef.resolve_conj(), x.resolve_neg())
+    ref = bk_core.linear_recurrence_sequential(coef.resolve_conj(), x.resolve_neg())
     assert (bk_kernel.linear_recurrence(coef, x) - ref).abs().max() < 1e-13
     for args, text in (((s, g0[:1]), "g0 must have shape"), ((s, None, keep[:1]), "keep must be a bool"),
                        ((s, None, keep.long()), "keep must be a bool")):
@@ -248,21 +249,21 @@ def test_c_kernel_without_compiler_is_a_clear_error(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="could not build its C kernel"):
         small(bk_scan='c')
     calls = []                                    # 'auto' falls back to the chunked form
-    chunked = bk.SCANS['chunked']
-    monkeypatch.setitem(bk.SCANS, 'chunked', chunked._replace(bk=lambda *a: calls.append(1) or chunked.bk(*a)))
+    chunked = bk_core.SCANS['chunked']
+    monkeypatch.setitem(bk_core.SCANS, 'chunked', chunked._replace(bk=lambda *a: calls.append(1) or chunked.bk(*a)))
     v = rand_v(2, 20)
-    assert (bk.bk_core(v) - bk.bk_causal_sequential((v - 2.0) - 1j)).abs().max() < 1e-12 and calls
+    assert (bk_core.bk_core(v) - bk_core.bk_causal_sequential((v - 2.0) - 1j)).abs().max() < 1e-12 and calls
 
 
 def test_bk_core_float32_under_autocast_and_bad_args():
     v = rand_v(2, 16, dtype=torch.float32)
     with torch.autocast('cpu', dtype=torch.bfloat16):
-        g = bk.bk_core(v.bfloat16())
+        g = bk_core.bk_core(v.bfloat16())
     assert g.dtype == torch.complex64
     with pytest.raises(ValueError, match="bk_scan"):
-        bk.bk_core(v, scan='fast')
+        bk_core.bk_core(v, scan='fast')
     with pytest.raises(ValueError, match="bk_grad"):
-        bk.bk_core(v, grad='exact')
+        bk_core.bk_core(v, grad='exact')
 
 
 @pytest.mark.parametrize("scan", SCANS + (('c',) if HAS_CC else ()))
@@ -271,7 +272,7 @@ def test_nan_potential_gives_nan_not_an_exception(scan, causal):
     # a non-finite step is for train.py to skip; the BK-Core must not raise on it (the chunked form's cap once did)
     v = rand_v(2, 30, dtype=torch.float32)
     v[1, 7] = float('nan')
-    g = bk.bk_core(v, causal=causal, scan=scan)
+    g = bk_core.bk_core(v, causal=causal, scan=scan)
     finite = torch.isfinite(torch.view_as_real(g)).all(-1)
     assert finite[0].all() and not finite[1].all()
 
@@ -444,22 +445,22 @@ def test_autocast_governs_dense_parts_bk_stays_float32(monkeypatch):
     m.lm_head.register_forward_hook(lambda mod, i, o: seen.update(head=o.dtype) and None)
     for e, expert in enumerate(m.blocks[0].layer.moe.experts):
         expert.register_forward_hook(lambda mod, i, o, e=e: seen.update({f'expert{e}': o.dtype}) and None)
-    orig = bk.bk_core
+    orig = bk_core.bk_features
 
     def spy(v, *a, **k):
         g = orig(v, *a, **k)
         seen['bk'] = g.dtype
         return g
-    monkeypatch.setattr(bk, 'bk_core', spy)
+    monkeypatch.setattr(bk_core, 'bk_features', spy)
     idx = tokens()
     with torch.autocast('cpu', dtype=torch.bfloat16):
         logits, _ = m(idx)
-    assert seen.pop('head') == torch.bfloat16 and seen.pop('bk') == torch.complex64
+    assert seen.pop('head') == torch.bfloat16 and seen.pop('bk') == torch.float32      # [Re g, Im g] of complex64
     assert seen and set(seen.values()) == {torch.bfloat16}   # every expert that got tokens
     assert logits.dtype == torch.float32
     seen.clear()
     ref, _ = m(idx)                                           # no autocast: float32 throughout
-    assert seen.pop('head') == torch.float32 and set(seen.values()) == {torch.float32, torch.complex64}
+    assert seen.pop('head') == torch.float32 and set(seen.values()) == {torch.float32}
     assert 0 < (logits - ref).abs().max() < 0.1               # same weights: close, not equal
 
 
@@ -508,18 +509,18 @@ def test_sparse_bk_mask_interpolator_and_loss():
     mask_logits, keeps = [], []
     hooks = [blk.layer.mask_proj.register_forward_hook(lambda mod, i, o: mask_logits.append(o.squeeze(-1).float()))
              for blk in m.blocks]
-    orig = bk.bk_core
+    orig = bk_core.bk_core
 
     def spy(v, *a, **k):
         keeps.append(k['keep'])
         g = orig(v, *a, **k)
         keeps.append(g)
         return g
-    bk.bk_core = spy
+    bk_core.bk_core = spy
     try:
         _, train_loss = m(idx, idx)
     finally:
-        bk.bk_core = orig
+        bk_core.bk_core = orig
     for h in hooks:
         h.remove()
     # the sparsity term is sum over layers of (mean mask probability - target)^2, on the logits the layers used
