@@ -145,14 +145,6 @@ def recall_table(root):
         f"accuracy on the queried values (chance 1/9 = 0.11). `results/compare/recall.json`.")
 
 
-def dtype_sentence(root):
-    d = load(root, 'results/cpu/train_dtype.json')
-    best = d['ms_per_iter_best']
-    return (f"On a {machine_text(d['machine'])} ({d['date']}, `{d['command']}`): "
-            f"{d['auto_choice']}; ms per iteration, best of {len(d['ms_per_iter_rounds']['auto'])} rounds: " +
-            ', '.join(f"{k} {v:,.1f}" for k, v in best.items()) + '.')
-
-
 def dailydialog_sentence(root):
     ft, sc = (load(root, f'results/cpu/dd_newllm_{k}.json') for k in ('finetuned', 'scratch'))
     v = lambda r: r['final_eval_of_best']['val']['ppl']
@@ -259,7 +251,6 @@ BLOCKS = {
     'compare-lm': compare_lm_tables,
     'recall': recall_table,
     'probes': probe_table,
-    'dtype': dtype_sentence,
     'dailydialog': dailydialog_sentence,
     'compile': compile_sentence,
     'newllm-muon-runs': newllm_muon_runs,
