@@ -494,14 +494,19 @@ SHARED_SETTINGS = {'lm': ('tokens', 'seeds', 'grid', 'extend', 'probe_tokens', '
                               'recall_lr', 'recall_seeds', 'recall_eval')}
 
 
-def check_addition(args):
-    """--add, before anything runs: the recorded settings must be these and the models new to them."""
+def recorded_report(args, option):
+    """-> (path, the task's report already in --out); a one-line error naming option when there is none."""
     path = os.path.join(args.out, f'{args.task}.json')
     try:
         with open(path) as f:
-            old = json.load(f)
+            return path, json.load(f)
     except (OSError, ValueError) as e:
-        fail(f"--add needs the results of an earlier run in {path}: {e}")
+        fail(f"{option} needs {path} from an earlier run of --task {args.task}: {e}")
+
+
+def check_addition(args):
+    """--add, before anything runs: the recorded settings must be these and the models new to them."""
+    path, old = recorded_report(args, '--add')
     same = lambda v: json.loads(json.dumps(v))   # tuples and lists alike
     differ = [k for k in SHARED_SETTINGS[args.task] if same(old['settings'].get(k)) != same(vars(args)[k])]
     if differ:
@@ -992,12 +997,7 @@ def main(argv=None):
         args.dataset = in_root(args.dataset)
     os.chdir(ROOT)
     if args.render:
-        path = os.path.join(args.out, f'{args.task}.json')
-        try:
-            with open(path) as f:
-                report = json.load(f)
-        except (OSError, ValueError) as e:
-            fail(f"--render needs {path} from an earlier run of --task {args.task}: {e}")
+        path, report = recorded_report(args, '--render')
         (write_lm_report if args.task == 'lm' else write_recall_report)(report, args.out)
         log(f"wrote {args.out}/{args.task}.md and its plots from {path}")
         return report

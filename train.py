@@ -327,10 +327,12 @@ while True:
     if cfg.max_time and state.train_seconds >= cfg.max_time:
         stop_reason = f"reached max_time ({cfg.max_time:.0f} s)"
         break
-    signalled = torch.tensor(float(stop_signal is not None))
+    signalled = stop_signal is not None
     if ddp:  # every rank stops at the same iteration
-        dist.all_reduce(signalled, op=dist.ReduceOp.MAX)
-    if signalled.item():
+        flag = torch.tensor(float(signalled))
+        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+        signalled = bool(flag.item())
+    if signalled:
         stop_reason = f"{stop_signal or 'a signal on another rank'}: ckpt.pt saved, resume with --init_from=resume"
         break
     epoch = state.iter_num // iters_per_epoch

@@ -59,8 +59,8 @@ def newllm_headline(root):
             f"the seed's {SEED_NEWLLM_PPL} (after its 27 CPU-hours); {math.exp(end['val_lines_loss']):.2f} after "
             f"{end['tokens'] / 1e6:.1f}M tokens, {end['seconds'] / 60:.1f} training minutes (the run's 12 whole-val "
             f"evaluations come on top in wall time; its file does not record it). A val figure selected on val: the "
-            f"data here has no test split. 2 threads of a 2-core Intel Xeon (AVX-512), 2026-11-30 "
-            f"(`results/cpu/wt2_newllm_muon7e-3.json`).")
+            f"data here has no test split. 2 threads; {machine_text(r.get('machine'))} in its file "
+            f"(`results/cpu/wt2_newllm_muon7e-3.json`; results/README.md says where the machine is recorded).")
 
 
 def compare_answers(root):
