@@ -107,7 +107,6 @@ def load():
     return lib
 
 
-@torch.compiler.assume_constant_result          # torch.compile calls it while tracing, no graph break
 def available():
     """True if the kernel builds and loads here (bk_scan='auto' then uses it on the CPU); never raises."""
     global _available
