@@ -281,6 +281,16 @@ def bk_full_diagonal(s, causal_fn):
     return torch.reciprocal(s - torch.cat([zero, gL[:, :-1]], 1) - torch.cat([gR[:, 1:], zero], 1))
 
 
+def resolve_scan(scan, device_type, n, grad):
+    """bk_scan 'auto' -> the form that runs (bk_features' docstring); any other scan as it is. Asks whether the C
+    kernel builds (its first build): inside the custom ops below, so a compiled graph never holds that question."""
+    if scan != 'auto':
+        return scan
+    if device_type != 'cpu':
+        return 'parallel' if n >= 1024 else 'chunked'
+    return 'c' if grad != 'autograd' and bk_kernel.available() else 'chunked'
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # The causal path as custom ops: torch.compile sees one opaque node for the forward and one for the backward (no
 # complex code inside a compiled graph: inductor generates none; no graph break on the C kernel's ctypes call or the
@@ -290,8 +300,9 @@ def bk_full_diagonal(s, causal_fn):
 def bk_causal_op(v: torch.Tensor, g0: Optional[torch.Tensor], keep: Optional[torch.Tensor], scan: str,
                  z_real: float, z_imag: float) -> torch.Tensor:
     """g_i = 1/(s_i - g_{i-1}), s = (v - 2) - z. v (B, N) float32 or float64; g0 (B, 2) [Re, Im] or None;
-    keep (B, N) bool or None; scan as SCANS. -> g (B, N, 2) [Re g, Im g] in v's dtype (complex64/128 inside)."""
+    keep (B, N) bool or None; scan as SCANS or 'auto'. -> g (B, N, 2) [Re g, Im g] in v's dtype (complex64/128 inside)."""
     s = (v - 2.0) - complex(z_real, z_imag)
+    scan = resolve_scan(scan, v.device.type, v.shape[1], 'analytic')
     g = SCANS[scan].bk(s, None if g0 is None else torch.view_as_complex(g0.contiguous()), keep)
     return torch.view_as_real(g).clone()
 
@@ -305,6 +316,7 @@ def _(v, g0, keep, scan, z_real, z_imag):
 def bk_causal_backward_op(g: torch.Tensor, keep: Optional[torch.Tensor], grad_g: torch.Tensor,
                           scan: str) -> tuple[torch.Tensor, torch.Tensor]:
     """bk_causal_adjoint on real views: g, grad_g (B, N, 2) -> grad_v (B, N) (v is real: Re grad_s), grad_g0 (B, 2)."""
+    scan = resolve_scan(scan, g.device.type, g.shape[1], 'analytic')
     grad_s, grad_g0 = bk_causal_adjoint(torch.view_as_complex(g.contiguous()), keep,
                                         torch.view_as_complex(grad_g.contiguous()), scan)
     return grad_s.real.contiguous(), torch.view_as_real(grad_g0).clone()
@@ -358,10 +370,8 @@ def bk_features(v, causal=True, grad='analytic', scan='auto', g0=None, keep=None
     check_bk_options(grad, scan)
     if not causal and (g0 is not None or keep is not None):
         raise ValueError("the non-causal BK-Core has no carried state or skip mask")
-    if scan == 'auto' and v.device.type != 'cpu':
-        scan = 'parallel' if v.shape[1] >= 1024 else 'chunked'
-    elif scan == 'auto':
-        scan = 'c' if grad != 'autograd' and bk_kernel.available() else 'chunked'
+    if not (causal and grad == 'analytic'):  # the op resolves 'auto' itself, out of torch.compile's sight
+        scan = resolve_scan(scan, v.device.type, v.shape[1], grad)
     with torch.autocast(v.device.type, enabled=False):
         v = v if v.dtype == torch.float64 else v.float()
         if causal and grad == 'analytic':

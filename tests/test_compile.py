@@ -19,10 +19,8 @@ import model_newllm
 from helpers import make_dataset, run, train_losses
 from test_models import config
 
-# models Dynamo cannot hold in one graph: nn.LSTM is not traceable, so the LSTM compiles in pieces around it; ResNet-BK
-# asks bk_kernel.available() (the C kernel's first build) while tracing: marking it assume_constant_result imported
-# torch._dynamo into every process, and 2-process DDP runs then aborted at exit about 1 time in 7
-GRAPH_BREAKS = {'lstm', 'resnetbk'}
+# models Dynamo cannot hold in one graph: nn.LSTM is not traceable, so the LSTM compiles in pieces around it
+GRAPH_BREAKS = {'lstm'}
 
 
 def build(name, **kw):
