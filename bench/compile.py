@@ -16,7 +16,10 @@ bench/timing.run_rounds, round-robin, after one warm-up step of each: the median
 speedup = eager / compiled (wall time; CPU time beside it). Where compilation is the slower, train.py's 'auto' keeps
 the model eager. Why a speedup is or is not possible: matmul_ms, the step's matmul FLOPs (flops.py) at this
 device's measured float32 matmul rate (hardware.py), is time that fusion cannot remove, so
-speedup_bound = eager / matmul_ms is the most any compiler could give (fusing every other op away entirely).
+speedup_bound = eager / matmul_ms is the most any compiler could give (fusing every other op away entirely). On a
+CPU, one eager step under torch.profiler also gives opaque_share, the share of the step inside the project's custom
+ops (linlm::*: New-LLM's token loop, the BK-Core, the fused loss; the compiler calls them as they are) plus the
+matmuls outside them, and opaque_bound = 1 / opaque_share: the most compilation can give this model here.
 """
 import argparse
 import json
@@ -48,6 +51,28 @@ def cmp_model_args(model_type, vocab_size):
     return dict(args, vocab_size=vocab_size)
 
 
+MATMULS = ('aten::mm', 'aten::addmm', 'aten::bmm', 'aten::baddbmm')
+
+
+def opaque_share(step):
+    """One step under torch.profiler (CPU) -> the share of its time that compilation cannot change: inside the
+    custom ops linlm::* (their loops and matmuls included) and in matmuls outside them."""
+    def inside(e, names):
+        while e.cpu_parent is not None:
+            e = e.cpu_parent
+            if e.name.startswith(names):
+                return True
+        return False
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        t0 = time.perf_counter()
+        step()
+        wall_us = (time.perf_counter() - t0) * 1e6
+    fixed_us = sum(e.cpu_time_total for e in prof.events()
+                   if (e.name.startswith('linlm::') and not inside(e, 'linlm::'))
+                   or (e.name in MATMULS and not inside(e, ('linlm::',) + MATMULS)))
+    return fixed_us / wall_us
+
+
 def bench_model(model_type, model_args, batch_size, rounds, device, matmul_rate):
     """-> the results row of one model (see the module docstring)."""
     torch.manual_seed(0)
@@ -70,9 +95,11 @@ def bench_model(model_type, model_args, batch_size, rounds, device, matmul_rate)
     # what compilation can remove: the step's time outside its matmuls (fusion does not make a matmul faster)
     counts = flops.step_flops(model_type, model_args, batch_size, T, device_type=hardware.device_type(device))
     matmul_s = (counts['forward_matmul'] + counts['backward_matmul']) / matmul_rate
+    share = opaque_share(step_eager) if hardware.device_type(device) == 'cpu' else None
     return dict(model=model_type, model_args=model_args, batch_size=batch_size, block_size=T,
                 compile_s=round(compile_s, 2), speedup=round(we / wc, 3), cpu_speedup=round(ce / cc, 3),
                 matmul_ms=round(matmul_s * 1e3, 1), speedup_bound=round(we / matmul_s, 2),
+                opaque_share=share and round(share, 3), opaque_bound=share and round(1 / share, 2),
                 eager=times['eager'].summary(), compiled=times['compiled'].summary())
 
 
@@ -100,13 +127,13 @@ def main(argv=None):
     rate = hardware.measured_rates(args.device, ('float32',))['float32'][0]
     rows = []
     print(f"{'model':<10} {'compile s':>9} {'eager ms':>9} {'compiled ms':>11} {'speedup':>7} {'cpu speedup':>11} "
-          f"{'matmul ms':>9} {'bound':>6}")
+          f"{'matmul ms':>9} {'bound':>6} {'opaque':>6} {'bound':>6}")
     for m in models:
         row = bench_model(m, cmp_model_args(m, args.vocab_size), args.batch_size, args.rounds, args.device, rate)
         rows.append(row)
         print(f"{m:<10} {row['compile_s']:>9.1f} {row['eager']['wall_ms']:>9.1f} {row['compiled']['wall_ms']:>11.1f} "
               f"{row['speedup']:>6.2f}x {row['cpu_speedup']:>10.2f}x {row['matmul_ms']:>9.1f} "
-              f"{row['speedup_bound']:>5.2f}x", flush=True)
+              f"{row['speedup_bound']:>5.2f}x {row['opaque_share'] or 0:>6.2f} {row['opaque_bound'] or 0:>5.2f}x", flush=True)
     if out:
         from checkpoint import atomic_write_text
         os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
