@@ -15,6 +15,7 @@ and in a training checkpoint (train.py's ckpt.pt, best.pt, ckpt_epochN.pt) also
 The model contract (what a model file provides) is model_base.LM.
 """
 import dataclasses
+import glob
 import importlib
 import os
 import tempfile
@@ -121,6 +122,49 @@ class TrainState:
         known = {f.name: ckpt[f.name] for f in dataclasses.fields(cls) if f.name in ckpt}
         known.setdefault('grid_best_loss', known.get('best_val_loss', math.inf))
         return cls(**known)
+
+    def record_eval(self, val_loss, min_delta):
+        """A periodic evaluation's val loss: update the best and the patience count. -> whether best.pt takes it."""
+        improved = val_loss < self.best_val_loss - min_delta
+        if val_loss < self.grid_best_loss - min_delta:
+            self.grid_best_loss, self.evals_since_best = val_loss, 0
+        else:
+            self.evals_since_best += 1
+        if improved:
+            self.best_val_loss = val_loss
+        return improved
+
+    def record_step(self, train_loss, iters_per_epoch):
+        """After iter_num's increment: add a finite train loss (None: a skipped step) to the epoch's mean, and close
+        the epoch when it ends. -> whether it ended."""
+        if train_loss is not None:
+            self.epoch_running[0] += train_loss
+            self.epoch_running[1] += 1
+        if self.iter_num % iters_per_epoch:
+            return False
+        loss_sum, loss_count, epoch_start = self.epoch_running
+        self.epoch_log.append({'epoch': self.iter_num // iters_per_epoch, 'train_loss': loss_sum / max(loss_count, 1),
+                               'seconds': self.train_seconds - epoch_start})
+        self.epoch_running = [0.0, 0, self.train_seconds]
+        return True
+
+
+RUN_FILES = ('ckpt.pt', 'best.pt', 'history.json', 'results.json', 'curves.png')
+
+
+def check_run_folder(out_dir, overwrite):
+    """A scratch run never silently replaces another run (ValueError naming the way out)."""
+    held = [f for f in RUN_FILES if os.path.exists(os.path.join(out_dir, f))]
+    if held and not overwrite:
+        raise ValueError(f"{out_dir} already holds a run ({', '.join(held)}); continue it with --init_from=resume, "
+                         f"write to another --out_dir, or replace it with --overwrite=True")
+
+
+def clear_run_folder(out_dir):
+    """--overwrite: the old run's files all go, not only those the new run rewrites."""
+    for f in [os.path.join(out_dir, f) for f in RUN_FILES] + glob.glob(os.path.join(out_dir, 'ckpt_epoch*.pt')):
+        if os.path.exists(f):
+            os.remove(f)
 
 
 def training_checkpoint(model, model_type, meta, config, optimizers, scaler, rngs, state):

@@ -103,6 +103,16 @@ def bos_token(meta, what):
     return bos
 
 
+def val_kinds(meta, val_windows, batch_mode):
+    """The whole-val metrics of a run's evaluations, the one that selects best.pt first: val_windows, or by default
+    the training batches' kind ('lines' for seed_lines, else 'stream'); the other beside it where the data has <bos>."""
+    first = val_windows or ('lines' if batch_mode == 'seed_lines' else 'stream')
+    if first == 'lines':
+        bos_token(meta, "val_windows='lines'")
+    other = 'stream' if first == 'lines' else 'lines'
+    return [first, other] if '<bos>' in meta['special_tokens'] else [first]
+
+
 def line_windows(data, length, bos):
     """
     The New-LLM seed's sequences: each segment from one <bos> to the next (a `<bos> ... <eos>` line of WikiText, a

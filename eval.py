@@ -200,6 +200,23 @@ def evaluate_split(model, tokens, windows, meta, block_size, batch_size, device,
     return evaluate_tokens(model, tokens, block_size, batch_size, device, autocast_ctx, progress=progress)
 
 
+def evaluate_best(model, data_dir, meta, block_size, batch_size, device, autocast_ctx, log):
+    """train.py's last step, on the best checkpoint: each held-out split the data has (val, test), whole, in stream
+    windows. -> {split: split_metrics}; the log says which splits there were and that val selected the checkpoint."""
+    final = {}
+    for split in ('val', 'test'):
+        if not (os.path.isfile(os.path.join(data_dir, f'{split}.bin')) and meta['splits'].get(split, {}).get('tokens', 0) > 1):
+            log(f"no {split} split in {data_dir}: not evaluated")
+            continue
+        r = evaluate_split(model, data.load_split(data_dir, split), 'stream', meta, block_size, batch_size, device,
+                           autocast_ctx, Progress(f"final {split} evaluation", file=sys.stdout))
+        m = final[split] = split_metrics(r, meta['splits'][split])
+        log(f"best checkpoint, whole {split} split (stream windows): loss {m['loss']:.4f}, token ppl {m['ppl']:.2f}, "
+            f"bits/byte {m.get('bits_per_byte', math.nan):.4f}, word ppl {m.get('word_ppl', math.nan):.2f}, acc "
+            f"{m['accuracy']:.3f}" + (" (best.pt was chosen on val: a val figure selected on val)" if split == 'val' else ''))
+    return final
+
+
 def perplexity(loss):
     """exp(loss); inf where that overflows a float (a diverged run's loss, above ~709 nats); nan stays nan."""
     try:

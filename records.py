@@ -79,18 +79,38 @@ def eval_text(losses, val_kinds, eval_full, eval_iters):
 class Clock:
     """
     The log's time left: a smoothed iteration time (exponential average, so one slow step does not swing it) times
-    the iterations left, plus the evaluations still to come at the measured time of the last one.
+    the iterations left (to total_iters, or to max_time in training seconds), plus the evaluations still to come
+    (every eval_interval iterations, or one per epoch) at the measured time of the last one, plus the final whole-split
+    evaluation, given as final_eval_iters training iterations' worth.
     """
 
-    def __init__(self, smoothing=0.9):
+    def __init__(self, total_iters, max_time, eval_interval, iters_per_epoch, final_eval_iters, smoothing=0.9):
+        self.total_iters, self.max_time, self.final_eval_iters = total_iters, max_time, final_eval_iters
+        self.eval_every = eval_interval or iters_per_epoch
         self.smoothing, self.step_seconds, self.eval_seconds = smoothing, None, 0.0
 
     def step(self, seconds):
         s = self.step_seconds
         self.step_seconds = seconds if s is None else self.smoothing * s + (1 - self.smoothing) * seconds
 
-    def eta_minutes(self, iters_left, evals_left, final_eval_seconds):
-        return (iters_left * (self.step_seconds or 0.0) + evals_left * self.eval_seconds + final_eval_seconds) / 60
+    def eta_minutes(self, iter_num, train_seconds):
+        left = [self.total_iters - iter_num] if self.total_iters else []
+        if self.max_time:
+            left.append((self.max_time - train_seconds) / self.step_seconds)
+        left = max(min(left), 0)
+        evals_left = int((iter_num + left) // self.eval_every) - iter_num // self.eval_every
+        return ((left + self.final_eval_iters) * self.step_seconds + evals_left * self.eval_seconds) / 60
+
+
+def peak_flops(configured, saved, dtype_choice):
+    """The MFU reference of a run -> (FLOP/s, where it comes from): the config's, else the run's own (measured at its
+    first start, kept for its resumes), else the matmul rate measured now at the run's precision."""
+    if configured:
+        return configured, 'peak_flops from the config'
+    if saved:
+        return saved, "the run's own peak, measured at its first start"
+    return (dtype_choice.rates[dtype_choice.dtype],
+            f"{dtype_choice.dtype} matmul rate measured now, best of 3; kept for the run's resumes")
 
 
 def mfu_text(model_flops, optimizer_flops, seconds, peak):

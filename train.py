@@ -18,7 +18,6 @@ continues bit for bit as if it had never stopped (batches are a function of the 
 saved). A stop off the evaluation grid saves ckpt.pt first, then evaluates the last weights: best.pt takes them if
 they are the best seen, and the patience count is left as it was.
 """
-import glob
 import json
 import math
 import os
@@ -38,13 +37,12 @@ import hardware
 import optim
 import records
 from cli import fail
-from eval import Progress, diverged, evaluate_split, score_batch, split_metrics
+from eval import diverged, evaluate_best, evaluate_split, score_batch, split_metrics
 
 try:
     cfg = config.load(sys.argv[1:])
 except ValueError as e:
     fail(e)
-RUN_FILES = ('ckpt.pt', 'best.pt', 'history.json', 'results.json', 'curves.png')
 
 # -----------------------------------------------------------------------------
 # device, precision, DDP: one process per device, rank 0 logs and writes
@@ -93,11 +91,7 @@ try:
     batch_args = (meta, cfg.batch_mode, cfg.block_size, cfg.batch_size, cfg.gradient_accumulation_steps, cfg.seed)
     train_batches = data.Batches(train_tokens, *batch_args, 'train', ' (data_limit)' if cfg.data_limit else '')
     val_batches = data.Batches(val_tokens, *batch_args, 'val')
-    val_kinds = [cfg.val_windows or ('lines' if cfg.batch_mode == 'seed_lines' else 'stream')]
-    if val_kinds[0] == 'lines':
-        data.bos_token(meta, "val_windows='lines'")
-    if '<bos>' in meta['special_tokens']:
-        val_kinds.append('stream' if val_kinds[0] == 'lines' else 'lines')
+    val_kinds = data.val_kinds(meta, cfg.val_windows, cfg.batch_mode)
 except (FileNotFoundError, ValueError) as e:
     fail(e)
 iters_per_epoch = train_batches.iters_per_epoch
@@ -115,22 +109,19 @@ def get_batch(split, step, micro_step, estimate=False):
 
 # -----------------------------------------------------------------------------
 # the run's folder (a scratch run never silently replaces another run), the model, its optimizers, the run's state
-if cfg.init_from != 'resume':
-    held = [f for f in RUN_FILES if os.path.exists(os.path.join(cfg.out_dir, f))]
-    if held and not cfg.overwrite:
-        fail(f"{cfg.out_dir} already holds a run ({', '.join(held)}); continue it with --init_from=resume, write to "
-             f"another --out_dir, or replace it with --overwrite=True")
-model_args, state, checkpoint = dict(cfg.model_args, vocab_size=meta['vocab_size']), ckpt_io.TrainState(), None
-if cfg.init_from != 'scratch':
-    source = os.path.join(cfg.out_dir, 'ckpt.pt') if cfg.init_from == 'resume' else cfg.init_from
-    try:
+model_args, state, checkpoint, changed = dict(cfg.model_args, vocab_size=meta['vocab_size']), ckpt_io.TrainState(), None, {}
+source = os.path.join(cfg.out_dir, 'ckpt.pt') if cfg.init_from == 'resume' else cfg.init_from
+try:
+    if cfg.init_from != 'resume':
+        ckpt_io.check_run_folder(cfg.out_dir, cfg.overwrite)
+    if cfg.init_from != 'scratch':
         checkpoint = ckpt_io.load_checkpoint(source, map_location=device)
         model_args, changed = ckpt_io.start_args(checkpoint, source, cfg.model_type, cfg.model_set)
         data.check_vocabulary(checkpoint.get('meta', {}), meta, source, cfg.dataset)
-    except (FileNotFoundError, ValueError) as e:
-        fail(e)
-    for k, (old, new) in changed.items():
-        log(f"{source}: {k} = {new!r} (the checkpoint had {old!r})")
+except (FileNotFoundError, ValueError) as e:
+    fail(e)
+for k, (old, new) in changed.items():
+    log(f"{source}: {k} = {new!r} (the checkpoint had {old!r})")
 if model_args.get('block_size', cfg.block_size) < cfg.block_size:
     fail(f"block_size {cfg.block_size} exceeds the model's {model_args['block_size']}")
 try:
@@ -184,13 +175,7 @@ step_flops = flops.step_flops(cfg.model_type, raw_model.config, cfg.batch_size, 
                               bool(cfg.grad_clip_schedule) or cfg.grad_clip > 0, device_type=device_type,
                               model=raw_model)
 model_flops = step_flops['forward'] + step_flops['backward']
-if cfg.peak_flops:
-    state.peak_flops, peak_source = cfg.peak_flops, 'peak_flops from the config'
-elif state.peak_flops:
-    peak_source = "the run's own peak, measured at its first start"
-else:
-    state.peak_flops = dtype_choice.rates[dtype_choice.dtype]
-    peak_source = f"{dtype_choice.dtype} matmul rate measured now, best of 3; kept for the run's resumes"
+state.peak_flops, peak_source = records.peak_flops(cfg.peak_flops, state.peak_flops, dtype_choice)
 log(f"{step_flops['per_step']:.4g} FLOPs per iteration (forward {step_flops['forward']:.4g}, backward "
     f"{step_flops['backward']:.4g}, optimizer {step_flops['optimizer']:.4g}) | MFU against "
     f"{state.peak_flops:.4g} FLOP/s per device ({peak_source})")
@@ -266,13 +251,7 @@ def evaluate_and_checkpoint():
     t0 = time.time()
     losses = estimate_loss()
     val_loss = losses['val']['loss']
-    improved = val_loss < state.best_val_loss - cfg.min_delta
-    if val_loss < state.grid_best_loss - cfg.min_delta:
-        state.grid_best_loss, state.evals_since_best = val_loss, 0
-    else:
-        state.evals_since_best += 1
-    if improved:
-        state.best_val_loss = val_loss
+    improved = state.record_eval(val_loss, cfg.min_delta)
     state.history.append(records.history_record(state, losses, iters_per_epoch, tokens_per_iter,
                                                 get_lr(max(state.iter_num - 1, 0), state.train_seconds), improved))
     log(f"eval iter {state.iter_num}: {records.eval_text(losses, val_kinds, cfg.eval_full, cfg.eval_iters)}"
@@ -296,10 +275,8 @@ def evaluate_and_checkpoint():
 # -----------------------------------------------------------------------------
 # training loop
 if master:
-    if cfg.init_from != 'resume' and cfg.overwrite:  # the old run's files all go, not only those this run rewrites
-        for f in [os.path.join(cfg.out_dir, f) for f in RUN_FILES] + glob.glob(os.path.join(cfg.out_dir, 'ckpt_epoch*.pt')):
-            if os.path.exists(f):
-                os.remove(f)
+    if cfg.init_from != 'resume' and cfg.overwrite:
+        ckpt_io.clear_run_folder(cfg.out_dir)
     os.makedirs(cfg.out_dir, exist_ok=True)
 if cfg.wandb_log and master:
     import wandb
@@ -316,7 +293,9 @@ def on_signal(signum, frame):  # finish the current iteration, save ckpt.pt, exi
 
 signal.signal(signal.SIGTERM, on_signal)
 signal.signal(signal.SIGINT, on_signal)
-clock = records.Clock()
+# the final whole-split evaluation: forward only, about a third of a training step per token
+clock = records.Clock(total_iters, cfg.max_time, cfg.eval_interval, iters_per_epoch,
+                      len(val_tokens) / tokens_per_iter / 3 / world)
 started, wall_at_start = time.time(), state.wall_seconds
 model.train()
 stop_reason, bad_steps = None, 0
@@ -335,7 +314,6 @@ while True:
     if signalled:
         stop_reason = f"{stop_signal or 'a signal on another rank'}: ckpt.pt saved, resume with --init_from=resume"
         break
-    epoch = state.iter_num // iters_per_epoch
     lr = get_lr(state.iter_num, state.train_seconds)
     for opt in optimizers:
         for group in opt.param_groups:
@@ -358,7 +336,7 @@ while True:
         dist.all_reduce(aux_value, op=dist.ReduceOp.AVG)
     finite = bool(torch.isfinite(loss_value))
     if finite:
-        clip = get_clip(epoch)
+        clip = get_clip(state.iter_num // iters_per_epoch)
         if clip > 0:
             for opt in optimizers:
                 scaler.unscale_(opt)
@@ -383,29 +361,13 @@ while True:
         save('ckpt.pt', rng_states())
         break
     ce_value = (loss_value - aux_value).item()
-    if finite:
-        state.epoch_running[0] += ce_value
-        state.epoch_running[1] += 1
+    end_of_epoch = state.record_step(ce_value if finite else None, iters_per_epoch)
     if state.iter_num % cfg.log_interval == 0:
-        iters_left = [total_iters - state.iter_num] if total_iters else []
-        if cfg.max_time:
-            iters_left.append((cfg.max_time - state.train_seconds) / clock.step_seconds)
-        left = max(min(iters_left), 0)
-        evals_left = (int((state.iter_num + left) // cfg.eval_interval) - state.iter_num // cfg.eval_interval
-                      if cfg.eval_interval else int((state.iter_num + left) // iters_per_epoch - epoch))
-        # the final whole-split evaluation: forward only, about a third of a training step per token
-        final_eval = len(val_tokens) * clock.step_seconds / tokens_per_iter / 3 / world
         aux_text = f" (+ aux {aux_value.item():.4f})" if getattr(raw_model, 'last_aux', None) else ''
         log(f"iter {state.iter_num} | epoch {state.iter_num / iters_per_epoch:.2f} | loss {ce_value:.4f}{aux_text} | "
             f"lr {lr:.2e} | {dt * 1000:.1f} ms/iter | {tokens_per_iter / dt:,.0f} tok/s | "
             f"{records.mfu_text(model_flops, step_flops['optimizer'], dt * world, state.peak_flops)} | "
-            f"ETA {clock.eta_minutes(left, evals_left, final_eval):.1f} min")
-    end_of_epoch = state.iter_num % iters_per_epoch == 0
-    if end_of_epoch:
-        loss_sum, loss_count, epoch_start = state.epoch_running
-        state.epoch_log.append({'epoch': state.iter_num // iters_per_epoch, 'train_loss': loss_sum / max(loss_count, 1),
-                                'seconds': state.train_seconds - epoch_start})
-        state.epoch_running = [0.0, 0, state.train_seconds]
+            f"ETA {clock.eta_minutes(state.iter_num, state.train_seconds):.1f} min")
     if (cfg.eval_interval and state.iter_num % cfg.eval_interval == 0) or (not cfg.eval_interval and end_of_epoch):
         stop_reason = evaluate_and_checkpoint()
         if stop_reason:
@@ -442,22 +404,10 @@ if stop_signal is not None or not state.history:
 # final whole-split evaluation of the best checkpoint, and results.json
 if master:
     raw_model.load_state_dict(ckpt_io.load_checkpoint(os.path.join(cfg.out_dir, 'best.pt'), map_location=device)['model'])
-    final = {}
-    for split in ('val', 'test'):
-        if os.path.isfile(os.path.join(data_dir, f'{split}.bin')) and meta['splits'].get(split, {}).get('tokens', 0) > 1:
-            r = evaluate_split(raw_model, data.load_split(data_dir, split), 'stream', meta, cfg.block_size,
-                               cfg.batch_size, device, ctx, Progress(f"final {split} evaluation", file=sys.stdout))
-            m = final[split] = split_metrics(r, meta['splits'][split])
-            log(f"best checkpoint, whole {split} split (stream windows): loss {m['loss']:.4f}, token ppl "
-                f"{m['ppl']:.2f}, bits/byte {m.get('bits_per_byte', math.nan):.4f}, word ppl "
-                f"{m.get('word_ppl', math.nan):.2f}, acc {m['accuracy']:.3f}"
-                + (" (best.pt was chosen on val: a val figure selected on val)" if split == 'val' else ''))
-        else:
-            log(f"no {split} split in {data_dir}: not evaluated")
+    final = evaluate_best(raw_model, data_dir, meta, cfg.block_size, cfg.batch_size, device, ctx, log)
     state.wall_seconds = wall_at_start + time.time() - started
     res = records.results(cfg, state, raw_model, meta, final, step_flops, dtype_choice, device,
-                          hardware.peak_memory_mb(device),
-                          stop_reason, tokens_per_iter)
+                          hardware.peak_memory_mb(device), stop_reason, tokens_per_iter)
     ckpt_io.atomic_write_text(json.dumps(res, indent=2), os.path.join(cfg.out_dir, 'results.json'))
 if cfg.wandb_log and master:
     wandb.finish()

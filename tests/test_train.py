@@ -412,3 +412,29 @@ def test_integral_floats_are_accepted_for_integers(data, tmp_path):
     assert 'reached max_iters (2 iterations)' in p.stdout
     p = run('train.py', *TINY_GPT, f'--dataset={data}', f'--out_dir={tmp_path}/x', '--max_iters=2.5', check=False)
     assert p.returncode == 2 and "'max_iters' expects int, got 2.5" in p.stderr
+
+
+def test_run_state_best_patience_epochs_and_eta():
+    """The rules train.py's loop leans on, without a run: min_delta and patience (TrainState.record_eval), the epoch
+    means (record_step skips a non-finite step's loss), and the ETA's count of iterations and evaluations left."""
+    import checkpoint as ckpt_io
+    import records
+    s = ckpt_io.TrainState()
+    assert s.record_eval(3.0, 0.01) and s.best_val_loss == 3.0 and s.evals_since_best == 0
+    assert not s.record_eval(2.995, 0.01) and s.best_val_loss == 3.0 and s.evals_since_best == 1  # within min_delta
+    assert s.record_eval(2.5, 0.01) and s.evals_since_best == 0
+    for loss in (4.0, None, 2.0):
+        s.iter_num += 1
+        s.train_seconds += 1.0
+        ended = s.record_step(loss, iters_per_epoch=3)
+    assert ended and s.epoch_log == [{'epoch': 1, 'train_loss': 3.0, 'seconds': 3.0}]
+    assert s.epoch_running == [0.0, 0, 3.0]
+    clock = records.Clock(total_iters=100, max_time=0, eval_interval=30, iters_per_epoch=50, final_eval_iters=2)
+    clock.step(0.6)
+    clock.eval_seconds = 6.0
+    # at iter 40: 60 iterations and the evaluations at 60 and 90 left, then the final evaluation (2 iterations' worth)
+    assert abs(clock.eta_minutes(40, 24.0) - ((60 + 2) * 0.6 + 2 * 6.0) / 60) < 1e-12
+    # bounded by max_time: (60 s - 24 s) / 0.6 s = 60 iterations left; evaluations every epoch: at 50 and 100
+    clock = records.Clock(total_iters=0, max_time=60, eval_interval=0, iters_per_epoch=50, final_eval_iters=0)
+    clock.step(0.6)
+    assert abs(clock.eta_minutes(40, 24.0) - (60 * 0.6 + 2 * 0.0) / 60) < 1e-12
