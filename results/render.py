@@ -559,6 +559,25 @@ def bkcore_step(root):
             f"N {size['N']}), the seed's against ours: " + '; '.join(out) + '.')
 
 
+def muon_lr_sweep(root):
+    """What the comparison's probe sweep says about Muon and about New-LLM at 2e-2, and the two 4M-token runs at 2e-2
+    that diverged (their history files)."""
+    probes = load(root, 'results/compare/lm_probes.json')['probes']
+    best = lambda m, opt: min(p['val_ppl'] for p in probes[m] if p['optimizer'] == opt and p['val_ppl'])
+    at = lambda lr: next(p['val_ppl'] for p in probes['newllm'] if p['optimizer'] == 'muon' and p['lr'] == lr)
+    pairs = ', '.join(f"{NAMES[m]} {best(m, 'muon'):.2f} vs {best(m, 'adamw'):.2f}" for m in probes)
+    runs = []
+    for seed in (0, 1):
+        h = load(root, f'results/compare/diverged/newllm_muon2e-2_seed{seed}_history.json')
+        runs.append(f"{' / '.join(loss_text(e['val_loss']) for e in h)} at iterations "
+                    f"{' / '.join(str(e['iter']) for e in h)} in seed {seed}")
+    return (f"Muon beats AdamW at equal tokens for every model ({pairs}, each model's best of each). For New-LLM the "
+            f"best Muon lr at 1M tokens is 2e-2 ({at(2e-2):.2f} against {at(1e-2):.2f} at the config's 1e-2; 4e-2: "
+            f"{at(4e-2):.2f}), **but 2e-2 is not stable over a longer run**: both 4M-token runs at Muon 2e-2 (cosine "
+            f"over 496 iterations, so the lr stays near 2e-2 for longer than in the probe) blew "
+            f"up: val loss {'; '.join(runs)} (`results/compare/diverged/newllm_muon2e-2_seed{{0,1}}_history.json`).")
+
+
 def demoted(markdown):
     """compare.py's report inside a section of the notebook: its headings three levels down."""
     return re.sub(r'^(#+) ', lambda m: '###' + m.group(1) + ' ', markdown.strip(), flags=re.M)
@@ -602,6 +621,7 @@ BLOCKS = {
     'newllm-long-context': newllm_long_context,
     'bkcore-core': bkcore_table,
     'bkcore-step': bkcore_step,
+    'muon-lr-sweep': muon_lr_sweep,
 }
 BLOCK_RE = re.compile(r'(<!-- render: ([\w-]+) -->\n)(.*?)(<!-- /render -->)', re.S)
 
