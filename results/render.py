@@ -68,13 +68,19 @@ def compare_answers(root):
     r = load(root, 'results/compare/lm.json')
     S = r['summary']
     ratio = lambda a, b: S[a]['val_ppl']['mean'] / S[b]['val_ppl']['mean']
-    lo = min(a / b for a in S['resnetbk']['val_ppl']['values'] for b in S['gpt']['val_ppl']['values'])
-    hi = max(a / b for a in S['resnetbk']['val_ppl']['values'] for b in S['gpt']['val_ppl']['values'])
+    pairs = lambda m: [a / b for a in S[m]['val_ppl']['values'] for b in S['gpt']['val_ppl']['values']]
     n = S['gpt']['val_ppl']['n']
-    return (f"At equal size (2.74M parameters, 4M tokens, {n} seeds, whole-val word-1000 token PPL, float32) New-LLM "
+    text = (f"At equal size (2.74M parameters, 4M tokens, {n} seeds, whole-val word-1000 token PPL, float32) New-LLM "
             f"has {ratio('newllm', 'gpt'):.2f}x the perplexity of a Transformer and {ratio('newllm', 'lstm'):.2f}x an "
-            f"LSTM's; a causal ResNet-BK {ratio('resnetbk', 'gpt'):.3f}x the Transformer's ({lo:.3f} - {hi:.3f} over "
-            f"the seed pairs), not within the seed's 30%.")
+            f"LSTM's; a causal ResNet-BK {ratio('resnetbk', 'gpt'):.3f}x the Transformer's ({min(pairs('resnetbk')):.3f}"
+            f" - {max(pairs('resnetbk')):.3f} over the seed pairs), not within the seed's 30%.")
+    if 'gdn' in S:  # the modern linear-time layer: is the gap linear-time models' or the seeds' designs'?
+        gap = {m: ratio(m, 'gpt') - 1 for m in ('gdn', 'newllm', 'resnetbk')}
+        whose = ("most of the seeds' gap belongs to their designs, not to linear time" if
+                 gap['gdn'] < min(gap['newllm'], gap['resnetbk']) / 2 else "linear time itself costs much of it")
+        text += (f" A modern linear-time layer at the same size, Gated DeltaNet, has {ratio('gdn', 'gpt'):.3f}x the "
+                 f"Transformer's ({min(pairs('gdn')):.3f} - {max(pairs('gdn')):.3f} over the seed pairs): {whose}.")
+    return text
 
 
 def compare_lm_tables(root):
@@ -228,6 +234,23 @@ def compile_sentence(root):
             f"compiled training step at least {hardware.COMPILE_MARGIN}x eager: {', '.join(on) or 'no model'}. Measured "
             f"(CPU time, {d['threads']} thread, {d['dtype']}, {machine_text(d['machine'])}, {d['date'][:10]}, "
             f"`{d['command']}`): {rows}. On CUDA: not measured yet ('auto' stays off).")
+
+
+def compile_table(root):
+    """Every row of bench/compile.py's file, with the two ceilings that say why a speed-up is or is not possible."""
+    d = load(root, 'results/cpu/compile.json')
+    lines = ["| model | first compiled step (s) | eager ms | compiled ms | speed-up (CPU time) | ceiling: matmuls | "
+             "ceiling: custom ops + matmuls |", "|---|---|---|---|---|---|---|"]
+    for r in d['rows']:
+        opaque = (f"{r['opaque_bound']:.2f}x ({100 * r['opaque_share']:.0f}% of the step)"
+                  if r.get('opaque_bound') else 'not measured')
+        lines.append(f"| {NAMES.get(r['model'], r['model'])} | {r['compile_s']:.1f} | {r['eager']['cpu_ms']:.0f} | "
+                     f"{r['compiled']['cpu_ms']:.0f} | {r['cpu_speedup']:.2f}x | {r['speedup_bound']:.2f}x | {opaque} |")
+    return '\n'.join(lines) + (
+        f"\n\nMedian of {d['rounds']} round-robin rounds, batch 32 x 63, {d['threads']} thread, {d['dtype']}; "
+        f"{machine_text(d['machine'])}, {d['date'][:10]}, `{d['command']}`. Ceilings: the most any compiler could give "
+        f"if it removed everything but the matmuls (`speedup_bound`), or everything but the custom operators "
+        f"(which it calls as they are) and the matmuls outside them (`opaque_bound`, from torch.profiler).")
 
 
 # -----------------------------------------------------------------------------------------------------------------
@@ -601,6 +624,7 @@ BLOCKS = {
     'probes': probe_table,
     'dailydialog': dailydialog_sentence,
     'compile': compile_sentence,
+    'compile-table': compile_table,
     'newllm-muon-runs': newllm_muon_runs,
     'lengths-full': lengths_full,
     'dtype-table': dtype_table,
