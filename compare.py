@@ -606,12 +606,15 @@ def now():
 
 def lm_markdown(report):
     S, models, gen = report['summary'], list(report['models']), report['generation']
-    mach = report['machine']
-    dev = mach.get('gpu') or (f"{mach['cpu']}, {mach['cpu_count']} cores, avx512_bf16 "
-                              f"{'yes' if mach['avx512_bf16'] else 'no'}, AMX {'yes' if mach['amx_bf16'] else 'no'}")
+    def dev(mach):
+        return mach.get('gpu') or (f"{mach['cpu']}, {mach['cpu_count']} cores, avx512_bf16 "
+                                   f"{'yes' if mach['avx512_bf16'] else 'no'}, AMX {'yes' if mach['amx_bf16'] else 'no'}")
     seeds = report['settings']['seeds']
-    lines = [f"# GPT vs New-LLM vs ResNet-BK vs LSTM at equal size ({report['dataset']['name']})", '',
-             f"`{report['command']}` — {report['date']} — {dev}, torch {mach['torch']}", '',
+    lines = [f"# {' vs '.join(models)} at equal size ({report['dataset']['name']})", '',
+             f"`{report['command']}` — {report['date']} — {dev(report['machine'])}, torch {report['machine']['torch']}",
+             *[line for a in report.get('added', []) for line in (
+                 '', f"`{a['command']}` ({', '.join(a['models'])}, added with its runs, probes and speeds) — "
+                     f"{a['date']} — {dev(a['machine'])}, torch {a['machine']['torch']}")], '',
              f"Each model: {report['settings']['tokens']:,.0f} training tokens, {seeds} seed(s), mean ± standard "
              f"deviation over seeds; optimizer and learning rate from the probe sweep (lm_probes.json). Val PPL: "
              f"token perplexity "

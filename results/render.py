@@ -113,26 +113,6 @@ def compare_lm_tables(root):
         f"Speeds (train tokens/s, one thread per run, two runs at once) on: {'; '.join(machines)}.")
 
 
-def probe_table(root):
-    """Every model's probe sweep at the same budget (1M tokens, seed 0): the comparison's, and Gated DeltaNet's, run
-    with --probes_only before its seeds (results/compare/gdn/lm_probes.json)."""
-    main, gdn = load(root, 'results/compare/lm_probes.json'), load(root, 'results/compare/gdn/lm_probes.json')
-    probes = {**main['probes'], **gdn['probes']}
-    cells = sorted({(p['optimizer'], p['lr']) for ps in probes.values() for p in ps})
-    lines = ['| model | ' + ' | '.join(f'{o} {lr:g}' for o, lr in cells) + ' |', '|---' * (len(cells) + 1) + '|']
-    for m, ps in probes.items():
-        got = {(p['optimizer'], p['lr']): p['val_ppl'] for p in ps}
-        best = min((v, k) for k, v in got.items() if v)[1]
-        lines.append(f"| {NAMES.get(m, m)} | " + ' | '.join(
-            '' if c not in got else 'diverged' if got[c] is None else
-            (f"**{got[c]:.2f}**" if c == best else f"{got[c]:.2f}") for c in cells) + ' |')
-    g = gdn['settings']
-    return '\n'.join(lines) + (
-        f"\n\nWhole-val token PPL (word-1000) after {g['probe_tokens'] / 1e6:g}M training tokens, seed 0, float32, each "
-        f"model's best in bold. Gated DeltaNet: `{gdn['command']}`, {machine_text(gdn['machine'])}, {gdn['date'][:10]};"
-        f" the others: the comparison's sweep (`results/compare/lm_probes.json`).")
-
-
 def recall_table(root):
     r = load(root, 'results/compare/recall.json')
     T = max(r['settings']['recall_lengths'])
@@ -621,7 +601,6 @@ BLOCKS = {
     'compare-answers': compare_answers,
     'compare-lm': compare_lm_tables,
     'recall': recall_table,
-    'probes': probe_table,
     'dailydialog': dailydialog_sentence,
     'compile': compile_sentence,
     'compile-table': compile_table,
