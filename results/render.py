@@ -220,7 +220,7 @@ def compile_table(root):
     """Every row of bench/compile.py's file, with the two ceilings that say why a speed-up is or is not possible."""
     d = load(root, 'results/cpu/compile.json')
     lines = ["| model | first compiled step (s) | eager ms | compiled ms | speed-up (CPU time) | ceiling: matmuls | "
-             "ceiling: custom ops + matmuls |", "|---|---|---|---|---|---|---|"]
+             "ceiling: opaque kernels + matmuls |", "|---|---|---|---|---|---|---|"]
     for r in d['rows']:
         opaque = (f"{r['opaque_bound']:.2f}x ({100 * r['opaque_share']:.0f}% of the step)"
                   if r.get('opaque_bound') else 'not measured')
@@ -229,8 +229,8 @@ def compile_table(root):
     return '\n'.join(lines) + (
         f"\n\nMedian of {d['rounds']} round-robin rounds, batch 32 x 63, {d['threads']} thread, {d['dtype']}; "
         f"{machine_text(d['machine'])}, {d['date'][:10]}, `{d['command']}`. Ceilings: the most any compiler could give "
-        f"if it removed everything but the matmuls (`speedup_bound`), or everything but the custom operators "
-        f"(which it calls as they are) and the matmuls outside them (`opaque_bound`, from torch.profiler).")
+        f"if it removed everything but the matmuls (`speedup_bound`), or everything but the kernels it calls as "
+        f"they are (the custom operators, nn.LSTM's) and the matmuls outside them (`opaque_bound`, torch.profiler).")
 
 
 # -----------------------------------------------------------------------------------------------------------------
