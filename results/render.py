@@ -190,7 +190,11 @@ def lengths_full(root):
                            f"{e['train_seconds']:.2f} | {g(8192, 'train_peak_mb'):.0f} | "
                            f"{1000 * g(1024, 'gen_seconds_per_token'):.2f} / {1000 * g(8192, 'gen_seconds_per_token'):.2f}"
                            f" | {e['gen_seconds_per_token']:.2f} | {g(8192, 'gen_peak_mb'):.1f} |")
-            out.append(f"\n{b['device_name']}, {b['threads']} thread, torch {b['torch']} (`results/bench_cpu.json`).")
+            sizes = '; '.join(f"{NAMES.get(m, m)} {v['params']:,}" + (f" + {v['params_per_position']} per position"
+                                                                      if v['params_per_position'] else '')
+                              for m, v in b['models'].items())
+            out.append(f"\nParameters: {sizes}. {b['device_name']}, {b['threads']} thread, torch {b['torch']}, "
+                       f"{b['seconds']:.0f} s in all (`results/bench_cpu.json`).")
         else:
             fastest = []
             for T in b['lengths']:
