@@ -16,12 +16,13 @@ from eval import perplexity
 
 def history_record(state, losses, iters_per_epoch, tokens_per_iter, lr, best, last=False):
     """
-    One evaluation -> {iter, epoch, tokens, seconds, lr, train_loss, val_loss (the metric that selects best.pt),
+    One evaluation -> {iter, epoch, tokens, seconds (training), wall_seconds (the run's so far, evaluations included),
+    lr, train_loss, val_loss (the metric that selects best.pt),
     val_ppl, val_accuracy, best, val_<kind>_loss of every whole-split metric}. last: a stop off the evaluation
     grid (recorded, but neither patience nor the grid's best count it).
     """
     rec = {'iter': state.iter_num, 'epoch': state.iter_num / iters_per_epoch, 'tokens': state.iter_num * tokens_per_iter,
-           'seconds': state.train_seconds, 'lr': lr, 'train_loss': losses['train']['loss'],
+           'seconds': state.train_seconds, 'wall_seconds': state.wall_seconds, 'lr': lr, 'train_loss': losses['train']['loss'],
            'val_loss': losses['val']['loss'], 'val_ppl': perplexity(losses['val']['loss']),
            'val_accuracy': losses['val']['accuracy'], 'best': best,
            **{f'{k}_loss': v['loss'] for k, v in losses.items() if k.startswith('val_')}}

@@ -250,6 +250,7 @@ def evaluate_and_checkpoint():
     (patience ran out, or the run diverged), else None."""
     t0 = time.time()
     losses = estimate_loss()
+    state.wall_seconds = wall_at_start + time.time() - started
     val_loss = losses['val']['loss']
     improved = state.record_eval(val_loss, cfg.min_delta)
     state.history.append(records.history_record(state, losses, iters_per_epoch, tokens_per_iter,
@@ -384,6 +385,7 @@ if not state.history or state.history[-1]['iter'] != state.iter_num:  # a stop o
     save('ckpt.pt', rngs)  # first: the state to resume from, exactly as it is now
     if stop_signal is None and bad_steps < cfg.max_bad_steps:
         losses = estimate_loss()  # the last weights: recorded; best.pt takes them if they are the best seen
+        state.wall_seconds = wall_at_start + time.time() - started
         improved = losses['val']['loss'] < state.best_val_loss
         last = records.history_record(state, losses, iters_per_epoch, tokens_per_iter,
                                       get_lr(max(state.iter_num - 1, 0), state.train_seconds), improved, last=True)
