@@ -220,6 +220,27 @@ def compile_sentence(root):
             f"`{d['command']}`): {rows}. On CUDA: not measured yet ('auto' stays off).")
 
 
+def newllm_dtype_pair(root):
+    """config/wt2_newllm.py at bfloat16 and at float32 on one machine: what bf16 costs on the seed's metric, and the
+    wall time (evaluations included) to the seed's figure."""
+    lines = ["| dtype | seed's metric at the end | reaches 23.34 after | training min then | wall min then | "
+             "training min, whole run | wall min, whole run | stream PPL (best.pt) |", '|---|---|---|---|---|---|---|---|']
+    for tag in ('bf16', 'f32'):
+        r = load(root, f'results/cpu/wt2_newllm_{tag}.json')
+        h = load(root, f'results/cpu/wt2_newllm_{tag}_history.json')
+        reach = next((e for e in h if math.exp(e['val_lines_loss']) <= SEED_NEWLLM_PPL), None)
+        then = ('not reached', '', '') if reach is None else (
+            f"{reach['tokens'] / 1e6:.1f}M tokens", f"{reach['seconds'] / 60:.1f}", f"{reach['wall_seconds'] / 60:.1f}")
+        lines.append(f"| {r['dtype']} | {math.exp(h[-1]['val_lines_loss']):.2f} | {' | '.join(then)} | "
+                     f"{r['training_time'] / 60:.1f} | {r['wall_seconds'] / 60:.1f} | "
+                     f"{r['final_eval_of_best']['val']['ppl']:.2f} |")
+    return '\n'.join(lines) + (
+        f"\n\nOne run each (seed {r['config']['seed']}), one after the other on {machine_text(r['machine'])}, "
+        f"{r['date'][:10]}: `python train.py config/wt2_newllm.py` (dtype auto, which picked bfloat16 there) and the "
+        f"same with `--dtype=float32` (`results/cpu/wt2_newllm_{{bf16,f32}}{{.json,_history.json}}`). The seed's metric: line windows, word-1000 "
+        f"token PPL at the 12 evaluations; wall time includes the evaluations and checkpoints.")
+
+
 def compile_table(root):
     """Every row of bench/compile.py's file, with the two ceilings that say why a speed-up is or is not possible."""
     d = load(root, 'results/cpu/compile.json')
@@ -608,6 +629,7 @@ BLOCKS = {
     'dailydialog': dailydialog_sentence,
     'compile': compile_sentence,
     'compile-table': compile_table,
+    'newllm-dtype-pair': newllm_dtype_pair,
     'newllm-muon-runs': newllm_muon_runs,
     'lengths-full': lengths_full,
     'dtype-table': dtype_table,
