@@ -13,6 +13,7 @@ per process, on a private generator so the run's RNG streams do not move) and ta
 as fast. On CUDA the answer is known: bfloat16 where the GPU supports it, else float16 (with train.py's GradScaler),
 as nanoGPT does. The same timings, best of a few tries, are the peak FLOP/s against which train.py reports MFU.
 """
+import ctypes
 import functools
 import json
 import os
@@ -215,6 +216,29 @@ def machine_info(device='cpu'):
     if device_type(device) == 'cuda':
         info['gpu'] = torch.cuda.get_device_name(device)
     return info
+
+
+def keep_freed_memory(keep=True):
+    """
+    Linux (glibc) CPU runs: keep freed memory in the process's heap for the next step instead of returning it to the
+    system. glibc serves each allocation over a threshold (128 KB, rising to at most 32 MB) with a fresh mmap and
+    unmaps it when freed, so a training step's large buffers (New-LLM's (L, T, B, H) activations, 50 MB each at the
+    headline size) page-fault in anew at every step (bench/newllm.py measures the step with and without).
+    The cost: resident memory stays at its peak. keep=False restores glibc's default limits (with a fixed, not
+    rising, threshold) and hands the heap's free memory back, so that its pages fault in again when reused.
+    -> True where set (not glibc: False, nothing changed).
+    """
+    try:
+        libc = ctypes.CDLL('libc.so.6')
+    except OSError:
+        return False
+    M_TRIM_THRESHOLD, M_MMAP_THRESHOLD, M_MMAP_MAX = -1, -3, -4    # malloc.h
+    settings = ({M_MMAP_MAX: 0, M_TRIM_THRESHOLD: 2 ** 31 - 1} if keep else     # never mmap a block, never trim
+                {M_MMAP_MAX: 65536, M_TRIM_THRESHOLD: 128 * 1024, M_MMAP_THRESHOLD: 128 * 1024})
+    done = all([bool(libc.mallopt(option, value)) for option, value in settings.items()])
+    if not keep:
+        libc.malloc_trim(0)  # and hand back what the heap holds now, so that it too page-faults in anew
+    return done
 
 
 def peak_memory_mb(device):

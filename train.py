@@ -71,6 +71,8 @@ tokens_per_iter = cfg.gradient_accumulation_steps * cfg.batch_size * cfg.block_s
 torch.manual_seed(cfg.seed + rank)
 device_type = hardware.device_type(device)
 ctx = hardware.autocast(device, dtype_choice.dtype)
+if device_type == 'cpu':
+    hardware.keep_freed_memory()  # the step's large buffers stay in the heap, not page-faulted in at every step
 if device_type == 'cuda':
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True

@@ -10,6 +10,10 @@ A training step on random tokens (speed does not depend on the data), dropout 0.
   fast        NewLLM as train.py runs config/wt2_newllm_seed.py: the fused training loss model(x, y) in train mode
               (under bf16 autocast for the bf16 rows, train.py's dtype='bfloat16'), backward, clipping, and
               optim.build's fused Adam (--optimizer)
+malloc: 'keep' as train.py runs on a CPU (hardware.keep_freed_memory: freed memory stays in the heap), 'glibc' with
+glibc's default limits and the heap's free memory handed back before the step, so that its large buffers page-fault
+in anew as they do without the setting; each step sets its own before it runs (the setting is process-wide), so the
+two are timed in the same rounds.
 Timing: bench/timing.py, round-robin over the settings; tokens/s = batch x positions / the median step time, and the
 ratio against the seed loop at batch 32 fp32.
 
@@ -32,21 +36,31 @@ from cli import fail  # noqa: E402
 from model_newllm import NewLLM, NewLLMConfig  # noqa: E402
 from seeds.newllm import SeedNewLLM  # noqa: E402
 
-SETTINGS = [  # (name, batch, dtype); the first is the baseline of the ratios
-    ('seed loop', 32, 'float32'),
-    ('fast', 32, 'float32'),
-    ('fast', 32, 'bfloat16'),
-    ('fast', 64, 'bfloat16'),
-    ('fast', 128, 'float32'),
-    ('fast', 128, 'bfloat16'),
-    ('fast', 256, 'bfloat16'),
+SETTINGS = [  # (name, batch, dtype, malloc); the first is the baseline of the ratios
+    ('seed loop', 32, 'float32', 'keep'),
+    ('fast', 32, 'float32', 'keep'),
+    ('fast', 32, 'bfloat16', 'keep'),
+    ('fast', 64, 'bfloat16', 'keep'),
+    ('fast', 128, 'float32', 'keep'),
+    ('fast', 128, 'bfloat16', 'keep'),
+    ('fast', 128, 'bfloat16', 'glibc'),
+    ('fast', 256, 'bfloat16', 'keep'),
 ]
 QUICK = dict(vocab_size=97, n_embd=16, n_hidden=32, n_context=16, n_layer=2)
 
 
-def make_step(name, cfg, batch_size, seq_len, dtype, optimizer, device):
+def make_step(name, batch_size, dtype, malloc, cfg, seq_len, optimizer, device):
     """One training step closure of a setting (see the module docstring); lr 1e-4, betas (0.9, 0.999), clip 0.5:
     the seed's."""
+    step = make_model_step(name, cfg, batch_size, seq_len, dtype, optimizer, device)
+
+    def run():
+        hardware.keep_freed_memory(malloc == 'keep')
+        step()
+    return run
+
+
+def make_model_step(name, cfg, batch_size, seq_len, dtype, optimizer, device):
     torch.manual_seed(0)
     x = torch.randint(0, cfg.vocab_size, (batch_size, seq_len), device=device)
     y = torch.randint(0, cfg.vocab_size, (batch_size, seq_len), device=device)
@@ -87,22 +101,22 @@ def main():
         fail("--device cuda but CUDA is not available")
     torch.set_num_threads(args.threads)
 
-    steps = {f'{name} {B} {dtype}': make_step(name, cfg, B, args.seq_len, dtype, args.optimizer, args.device)
-             for name, B, dtype in SETTINGS}
+    steps = {' '.join(map(str, s)): make_step(*s, cfg=cfg, seq_len=args.seq_len, optimizer=args.optimizer,
+                                               device=args.device) for s in SETTINGS}
     times = timing.run_rounds(steps, args.rounds, device=args.device)
-    tokens = {key: B * args.seq_len for key, (_, B, _) in zip(steps, SETTINGS)}
+    tokens = {key: B * args.seq_len for key, (_, B, _, _) in zip(steps, SETTINGS)}
     rate = {key: tokens[key] / times[key].median[0] for key in steps}
     base = rate[next(iter(steps))]
     print(f"New-LLM training tokens/s, {args.threads} threads, T={args.seq_len}, median step of {args.rounds} "
           f"round-robin rounds; ratio vs the seed loop at batch 32 float32")
-    print(f"{'model':<10} {'batch':>5} {'dtype':>8} {'tokens/s':>9} {'ratio':>6} {'cpu tokens/s':>12}")
+    print(f"{'model':<10} {'batch':>5} {'dtype':>8} {'malloc':>6} {'tokens/s':>9} {'ratio':>6} {'cpu tokens/s':>12}")
     rows = []
-    for key, (name, B, dtype) in zip(steps, SETTINGS):
+    for key, (name, B, dtype, malloc) in zip(steps, SETTINGS):
         cpu_rate = tokens[key] / times[key].median[1]
-        rows.append(dict(model=name, batch_size=B, dtype=dtype, tokens_per_s=round(rate[key], 1),
+        rows.append(dict(model=name, batch_size=B, dtype=dtype, malloc=malloc, tokens_per_s=round(rate[key], 1),
                          ratio=round(rate[key] / base, 3), cpu_tokens_per_s=round(cpu_rate, 1),
                          **times[key].summary()))
-        print(f"{name:<10} {B:>5} {dtype:>8} {rate[key]:>9.0f} {rate[key] / base:>5.2f}x {cpu_rate:>12.0f}")
+        print(f"{name:<10} {B:>5} {dtype:>8} {malloc:>6} {rate[key]:>9.0f} {rate[key] / base:>5.2f}x {cpu_rate:>12.0f}")
     if args.json:
         from checkpoint import atomic_write_text
         atomic_write_text(json.dumps(dict(**hardware.run_record(args.device), threads=args.threads,

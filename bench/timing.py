@@ -65,9 +65,12 @@ def run_rounds(variants, rounds, block=1, warmup=1, device='cpu'):
 def train_step(model, x, y, optimizer='adamw', lr=1e-3, weight_decay=0.01, betas=(0.9, 0.999), clip=0.5,
                dtype='float32', device='cpu'):
     """-> a function running one training step as train.py does (no gradient accumulation, no GradScaler): the
-    model's fused training loss model(x, y) under the run's autocast, backward, clipping, optim.build's optimizers."""
+    model's fused training loss model(x, y) under the run's autocast, backward, clipping, optim.build's optimizers;
+    on a CPU with freed memory kept in the heap (hardware.keep_freed_memory), as train.py runs."""
     import torch
     import optim
+    if hardware.device_type(device) == 'cpu':
+        hardware.keep_freed_memory()
     model.train()
     opts = optim.build(model, optimizer, lr, weight_decay, betas, device_type=hardware.device_type(device))
     ctx = hardware.autocast(device, dtype)

@@ -1,4 +1,7 @@
 """hardware.py: the device and precision of a run, chosen from measured rates (injected here) and checked."""
+import resource
+import sys
+
 import pytest
 import torch
 
@@ -52,3 +55,19 @@ def test_device_errors_name_the_device_and_what_is_available():
         hardware.resolve_device('gpu')
     with pytest.raises(ValueError, match="unknown device 'cpu:1'"):
         hardware.resolve_device('cpu:1')
+
+
+@pytest.mark.skipif(not sys.platform.startswith('linux'), reason="glibc's malloc")
+def test_keep_freed_memory_reuses_the_pages_of_a_freed_buffer():
+    """keep: a freed 64 MB buffer comes back from the heap without a page fault; keep=False hands it back."""
+    def faults_of_a_buffer():
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        torch.ones(2 ** 24)  # 64 MB, filled, freed
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+    try:
+        assert hardware.keep_freed_memory(True)
+        faults_of_a_buffer()  # the heap grows to hold it, once
+        assert faults_of_a_buffer() < 100
+    finally:
+        assert hardware.keep_freed_memory(False)
+    assert faults_of_a_buffer() >= 2 ** 24 * 4 // (2 * 2 ** 20)  # its pages fault in again (2 MB ones at most)
