@@ -60,7 +60,21 @@ def newllm_headline(root):
             f"{end['tokens'] / 1e6:.1f}M tokens, {end['seconds'] / 60:.1f} training minutes (the run's 12 whole-val "
             f"evaluations come on top in wall time; its file does not record it). A val figure selected on val: the "
             f"data here has no test split. 2 threads; {machine_text(r.get('machine'))} in its file "
-            f"(`results/cpu/wt2_newllm_muon7e-3.json`; results/README.md says where the machine is recorded).")
+            f"(`results/cpu/wt2_newllm_muon7e-3.json`; results/README.md says where the machine is recorded). "
+            f"{newllm_headline_bf16(root)}")
+
+
+def newllm_headline_bf16(root):
+    """The same command at dtype auto on a CPU with native bf16, with its wall time."""
+    r = load(root, 'results/cpu/wt2_newllm_step_after.json')
+    h = load(root, 'results/cpu/wt2_newllm_step_after_history.json')
+    reach = next((e for e in h if math.exp(e['val_lines_loss']) <= SEED_NEWLLM_PPL), None)
+    if reach is None:
+        return ''
+    return (f"Left at dtype auto on a CPU with AMX ({r['dtype']}; {machine_text(r['machine'])}, {r['date'][:10]}) it "
+            f"reaches {math.exp(reach['val_lines_loss']):.2f} after {reach['tokens'] / 1e6:.1f}M tokens and "
+            f"{reach['wall_seconds'] / 60:.1f} minutes of wall time, evaluations included "
+            f"(`results/cpu/wt2_newllm_step_after.json`).")
 
 
 def compare_answers(root):
@@ -220,25 +234,79 @@ def compile_sentence(root):
             f"`{d['command']}`): {rows}. On CUDA: not measured yet ('auto' stays off).")
 
 
-def newllm_dtype_pair(root):
-    """config/wt2_newllm.py at bfloat16 and at float32 on one machine: what bf16 costs on the seed's metric, and the
-    wall time (evaluations included) to the seed's figure."""
-    lines = ["| dtype | seed's metric at the end | reaches 23.34 after | training min then | wall min then | "
+def newllm_run_rows(root, runs, head):
+    """config/wt2_newllm.py runs [(label, file stem under results/cpu/)] -> the table of newllm_dtype_pair and
+    newllm_step_pair: the seed's metric, when (tokens, training and wall minutes) it reached the seed's 23.34."""
+    lines = [f"| {head} | seed's metric at the end | reaches 23.34 after | training min then | wall min then | "
              "training min, whole run | wall min, whole run | stream PPL (best.pt) |", '|---|---|---|---|---|---|---|---|']
-    for tag in ('bf16', 'f32'):
-        r = load(root, f'results/cpu/wt2_newllm_{tag}.json')
-        h = load(root, f'results/cpu/wt2_newllm_{tag}_history.json')
+    for label, stem in runs:
+        r = load(root, f'results/cpu/{stem}.json')
+        h = load(root, f'results/cpu/{stem}_history.json')
         reach = next((e for e in h if math.exp(e['val_lines_loss']) <= SEED_NEWLLM_PPL), None)
         then = ('not reached', '', '') if reach is None else (
             f"{reach['tokens'] / 1e6:.1f}M tokens", f"{reach['seconds'] / 60:.1f}", f"{reach['wall_seconds'] / 60:.1f}")
-        lines.append(f"| {r['dtype']} | {math.exp(h[-1]['val_lines_loss']):.2f} | {' | '.join(then)} | "
+        lines.append(f"| {label or r['dtype']} | {math.exp(h[-1]['val_lines_loss']):.2f} | {' | '.join(then)} | "
                      f"{r['training_time'] / 60:.1f} | {r['wall_seconds'] / 60:.1f} | "
                      f"{r['final_eval_of_best']['val']['ppl']:.2f} |")
+    return lines, r
+
+
+def newllm_dtype_pair(root):
+    """config/wt2_newllm.py at bfloat16 and at float32 on one machine: what bf16 costs on the seed's metric, and the
+    wall time (evaluations included) to the seed's figure."""
+    lines, r = newllm_run_rows(root, [(None, 'wt2_newllm_bf16'), (None, 'wt2_newllm_f32')], 'dtype')
     return '\n'.join(lines) + (
         f"\n\nOne run each (seed {r['config']['seed']}), one after the other on {machine_text(r['machine'])}, "
         f"{r['date'][:10]}: `python train.py config/wt2_newllm.py` (dtype auto, which picked bfloat16 there) and the "
         f"same with `--dtype=float32` (`results/cpu/wt2_newllm_{{bf16,f32}}{{.json,_history.json}}`). The seed's metric: line windows, word-1000 "
         f"token PPL at the 12 evaluations; wall time includes the evaluations and checkpoints.")
+
+
+# The code of the two runs of newllm_step_pair (train.py's results.json records no code version).
+STEP_PAIR_CODE = {'before': '51c2077', 'after': '5bb6a12'}
+
+
+def newllm_step_pair(root):
+    """config/wt2_newllm.py before and after the faster CPU step (issue 27's "Also"), one machine, one precision."""
+    lines, r = newllm_run_rows(root, [(f"{tag}: {code}", f'wt2_newllm_step_{tag}') for tag, code in STEP_PAIR_CODE.items()],
+                               'code')
+    return '\n'.join(lines) + (
+        f"\n\n`python train.py config/wt2_newllm.py` (dtype auto: {r['dtype']}) at the two commits, one after the other on "
+        f"{machine_text(r['machine'])}, {r['date'][:10]} (`results/cpu/wt2_newllm_step_{{before,after}}{{.json,_history.json}}`). "
+        f"The seed's metric: line windows, word-1000 token PPL; wall time includes the evaluations and checkpoints. "
+        f"{newllm_step_answer(root)}")
+
+
+def newllm_step_answer(root):
+    """The wall time to the seed's 23.34 before and after, against the 15-minute goal and the spread between machines."""
+    def wall_to_seed(stem):
+        h = load(root, f'results/cpu/{stem}_history.json')
+        reach = next((e for e in h if math.exp(e['val_lines_loss']) <= SEED_NEWLLM_PPL), None)
+        return reach and reach['wall_seconds'] / 60
+    before, after, other = (wall_to_seed(s) for s in ('wt2_newllm_step_before', 'wt2_newllm_step_after', 'wt2_newllm_bf16'))
+    if before is None or after is None:
+        return "One of the runs did not reach the seed's 23.34."
+    other_machine = load(root, 'results/cpu/wt2_newllm_bf16.json')
+    return (f"Wall time to the seed's 23.34: {before:.1f} -> {after:.1f} minutes ({before / after:.2f}x faster), so "
+            f"the 15-minute goal is {'met' if after <= 15 else 'not met'} after"
+            f"{' (and was already before, on this machine)' if before <= 15 else ''}. The before code took "
+            f"{other:.1f} minutes on another machine of the same model ({machine_text(other_machine['machine'])}, "
+            f"{other_machine['date'][:10]}, `results/cpu/wt2_newllm_bf16.json`): machines differ by more than the "
+            f"goal's margin, so the pair above, not a single run, measures the change.")
+
+
+def newllm_step_table(root):
+    """bench/newllm.py's file: the seed's loop against ours, and ours with glibc's default malloc."""
+    d = load(root, 'results/cpu/bench_newllm.json')
+    lines = ['| model | batch | dtype | malloc | tokens/s | against the seed loop | CPU tokens/s |', '|---|---|---|---|---|---|---|']
+    for r in d['rows']:
+        lines.append(f"| {r['model']} | {r['batch_size']} | {r['dtype']} | {r['malloc']} | {r['tokens_per_s']:,.0f} | "
+                     f"{r['ratio']:.2f}x | {r['cpu_tokens_per_s']:,.0f} |")
+    return '\n'.join(lines) + (
+        f"\n\nMedian step of {d['rounds']} round-robin rounds, {d['threads']} threads, {d['seq_len']} positions, the seed's "
+        f"config, {d['optimizer']}; {machine_text(d['machine'])}, {d['date'][:10]}, `{d['command']}`. malloc `keep`: "
+        f"train.py's setting on a CPU (freed memory stays in the heap); `glibc`: the default, each step's large "
+        f"buffers page-faulted in anew.")
 
 
 def compile_table(root):
@@ -630,6 +698,8 @@ BLOCKS = {
     'compile': compile_sentence,
     'compile-table': compile_table,
     'newllm-dtype-pair': newllm_dtype_pair,
+    'newllm-step-pair': newllm_step_pair,
+    'newllm-step': newllm_step_table,
     'newllm-muon-runs': newllm_muon_runs,
     'lengths-full': lengths_full,
     'dtype-table': dtype_table,
