@@ -151,6 +151,11 @@ class RMSNorm(nn.Module):
         return x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + self.eps) * self.weight
 
 
+# torch.compile traces the mixer once and stamps its code out for every layer: the first compiled step of
+# config/cmp_gdn.py comes about 30% sooner (bench/compile.py). A no-op in eager mode; torch before 2.8 lacks it.
+compile_once = getattr(torch.compiler, 'nested_compile_region', lambda fn: fn)
+
+
 class GatedDeltaMixer(nn.Module):
     """The token mixer of one block (module docstring): x (B, T, D), state -> (B, T, D), state."""
 
@@ -168,6 +173,7 @@ class GatedDeltaMixer(nn.Module):
         self.o_norm = RMSNorm(dh)
         self.o_proj = nn.Linear(H * dh, D, bias=False)
 
+    @compile_once
     def forward(self, x, state=None, carry=True):
         """x (B, T, D); state (the last conv_size - 1 inputs (B, K - 1, 3 H dh), St (B, H, dh, dh)) or None ->
         (B, T, D), the state after x (None with carry=False: training needs none)."""
