@@ -195,6 +195,18 @@ def choose_compile(requested, model_type, device, results=None):
                 f"bench/compile.py)")
 
 
+def compile_model(model, device, inductor_rng=False):
+    """
+    torch.compile(model) as train.py runs it (inductor, default mode). On a CPU random numbers (dropout's masks) come
+    from eager's ops, not from inductor's generated code (its fallback_random): the generated generator made every
+    compiled model with dropout slower there (bench/compile.py --inductor_rng measures it), and this way a compiled
+    step draws the same masks as eager from the same seed. inductor_rng=True keeps inductor's own.
+    """
+    import torch._inductor.config
+    torch._inductor.config.fallback_random = device_type(device) == 'cpu' and not inductor_rng
+    return torch.compile(model)
+
+
 def machine_info(device='cpu'):
     """What a results file records about the machine: the CPU model, its bf16/AMX flags and core count, PyTorch's
     threads and version, and the GPU's name when device is CUDA."""

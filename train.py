@@ -163,7 +163,7 @@ except ValueError as e:
     fail(e)
 log(compile_why)
 if compile_on:
-    model = torch.compile(model)
+    model = hardware.compile_model(model, device)
 if ddp:
     model = DDP(model, device_ids=[int(os.environ['LOCAL_RANK'])] if device_type == 'cuda' else None)
 log(f"{cfg.model_type}: {raw_model.get_num_params():,} parameters | {cfg.dataset}: {len(train_tokens):,} train tokens, "

@@ -9,8 +9,9 @@ Each model at its config/cmp_<model>.py size (the model fields of that file; mod
 vocab_size --vocab_size (the cmp configs' word-1000 data), dropout as configured, float32, batch --batch_size x
 block_size random tokens (speed does not depend on the data). A step is train.py's (bench/timing.py train_step:
 model(x, y) under the run's autocast, backward, clipping, AdamW). Two copies of the model from the same
-initialisation: one eager, one torch.compile(model) (inductor, default mode; train.py compiles just the model, so
-does this). compile_s: the wall time of the compiled copy's first step (tracing, compilation, one step), with
+initialisation: one eager, one compiled as train.py compiles it (hardware.compile_model: torch.compile of the model,
+inductor, default mode; on a CPU random numbers from eager's ops, or with --inductor_rng from inductor's generated
+code). compile_s: the wall time of the compiled copy's first step (tracing, compilation, one step), with
 inductor's on-disk caches off: a cold compile. Then
 bench/timing.run_rounds, round-robin, after one warm-up step of each: the median step of each and
 speedup = eager / compiled (wall time; CPU time beside it). Where compilation is the slower, train.py's 'auto' keeps
@@ -76,7 +77,7 @@ def opaque_share(step):
     return fixed_us / wall_us
 
 
-def bench_model(model_type, model_args, batch_size, rounds, device, matmul_rate):
+def bench_model(model_type, model_args, batch_size, rounds, device, matmul_rate, inductor_rng=False):
     """-> the results row of one model (see the module docstring)."""
     torch.manual_seed(0)
     eager = ckpt_io.build_model(model_type, model_args).to(device)
@@ -87,7 +88,7 @@ def bench_model(model_type, model_args, batch_size, rounds, device, matmul_rate)
     y = torch.randint(0, model_args['vocab_size'], (batch_size, T), device=device)
     torch._dynamo.reset()
     step_eager = timing.train_step(eager, x, y, device=device)
-    step_compiled = timing.train_step(torch.compile(compiled_raw), x, y, device=device)
+    step_compiled = timing.train_step(hardware.compile_model(compiled_raw, device, inductor_rng), x, y, device=device)
     hardware.synchronize(device)
     t0 = time.perf_counter()
     step_compiled()
@@ -114,6 +115,8 @@ def main(argv=None):
     parser.add_argument('--rounds', type=int, default=5)
     parser.add_argument('--threads', type=int, default=1, help='torch threads (CPU)')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--inductor_rng', action='store_true',
+                        help="random numbers from inductor's generated code, not eager's ops (hardware.compile_model)")
     parser.add_argument('--json', default=None,
                         help="results file (default results/<device type>/compile.json; '' = print only)")
     args = parser.parse_args(argv)
@@ -132,7 +135,8 @@ def main(argv=None):
     print(f"{'model':<10} {'compile s':>9} {'eager ms':>9} {'compiled ms':>11} {'speedup':>7} {'cpu speedup':>11} "
           f"{'matmul ms':>9} {'bound':>6} {'opaque':>6} {'bound':>6}")
     for m in models:
-        row = bench_model(m, cmp_model_args(m, args.vocab_size), args.batch_size, args.rounds, args.device, rate)
+        row = bench_model(m, cmp_model_args(m, args.vocab_size), args.batch_size, args.rounds, args.device, rate,
+                          args.inductor_rng)
         rows.append(row)
         print(f"{m:<10} {row['compile_s']:>9.1f} {row['eager']['wall_ms']:>9.1f} {row['compiled']['wall_ms']:>11.1f} "
               f"{row['speedup']:>6.2f}x {row['cpu_speedup']:>10.2f}x {row['matmul_ms']:>9.1f} "
@@ -144,6 +148,7 @@ def main(argv=None):
             command='python ' + ' '.join(['bench/compile.py'] + (sys.argv[1:] if argv is None else argv)),
             machine=hardware.machine_info(args.device), date=time.strftime('%Y-%m-%d %H:%M:%S UTC', time.gmtime()),
             torch=torch.__version__, threads=args.threads, matmul_flops_per_s=rate, rounds=args.rounds, dtype='float32', device_type=device_type,
+            inductor_rng=args.inductor_rng,
             rows=rows), indent=1) + '\n', out)
 
 

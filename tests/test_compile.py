@@ -76,6 +76,23 @@ def test_inductor_newllm_step_close_to_eager_one_graph_no_recompile():
         step(compiled, *batch(seed=3))
 
 
+def test_compile_model_draws_eagers_dropout_masks_on_cpu():
+    """hardware.compile_model (train.py's) on a CPU: inductor takes dropout's random numbers from eager's ops, so a
+    compiled GPT step with dropout 0.1 gives eager's loss; with inductor's own generator (inductor_rng) the masks,
+    and so the loss, differ."""
+    model = build('gpt', n_layer=1)
+    x, y = batch()
+    loss, _ = step(model, x, y)
+    losses = {}
+    for inductor_rng in (False, True):
+        torch._dynamo.reset()
+        losses[inductor_rng], _ = step(hardware.compile_model(model, 'cpu', inductor_rng), x, y)
+    torch._dynamo.reset()
+    hardware.compile_model(model, 'cpu')  # leave the setting as train.py has it
+    assert (loss - losses[False]).abs() < 1e-5
+    assert (loss - losses[True]).abs() > 1e-3
+
+
 # -------------------------------------------------------------------------------------------------- the custom ops
 
 def rand_v(B, N, dtype=torch.float64, seed=0):
