@@ -323,7 +323,17 @@ def compile_table(root):
         f"\n\nMedian of {d['rounds']} round-robin rounds, batch 32 x 63, {d['threads']} thread, {d['dtype']}; "
         f"{machine_text(d['machine'])}, {d['date'][:10]}, `{d['command']}`. Ceilings: the most any compiler could give "
         f"if it removed everything but the matmuls (`speedup_bound`), or everything but the kernels it calls as "
-        f"they are (the custom operators, nn.LSTM's) and the matmuls outside them (`opaque_bound`, torch.profiler).")
+        f"they are (the custom operators, nn.LSTM's) and the matmuls outside them (`opaque_bound`, torch.profiler). "
+        f"{compile_rng_sentence(root, d)}")
+
+
+def compile_rng_sentence(root, d):
+    """The same benchmark with inductor's own random-number code (before hardware.compile_model fell back to eager's)."""
+    g = load(root, 'results/cpu/compile_inductor_rng.json')
+    rows = ', '.join(f"{NAMES.get(r['model'], r['model'])} {r['cpu_speedup']:.2f}x" for r in g['rows'])
+    return (f"The compiled models draw dropout's random numbers with eager's ops (`hardware.compile_model`); with "
+            f"inductor's generated code instead (`{g['command']}`, {g['date'][:10]}, the same machine) the speed-ups "
+            f"were: {rows}.")
 
 
 # -----------------------------------------------------------------------------------------------------------------
