@@ -152,7 +152,7 @@ class RMSNorm(nn.Module):
 
 
 # torch.compile traces the mixer once and stamps its code out for every layer: the first compiled step of
-# config/cmp_gdn.py comes about 30% sooner (bench/compile.py). A no-op in eager mode; torch before 2.8 lacks it.
+# config/cmp_gdn.py comes in less than half the time (bench/compile.py). A no-op in eager; torch < 2.8 lacks it.
 compile_once = getattr(torch.compiler, 'nested_compile_region', lambda fn: fn)
 
 
