@@ -238,7 +238,8 @@ def newllm_run_rows(root, runs, head):
     """config/wt2_newllm.py runs [(label, file stem under results/cpu/)] -> the table of newllm_dtype_pair and
     newllm_step_pair: the seed's metric, when (tokens, training and wall minutes) it reached the seed's 23.34."""
     lines = [f"| {head} | seed's metric at the end | reaches 23.34 after | training min then | wall min then | "
-             "training min, whole run | wall min, whole run | stream PPL (best.pt) |", '|---|---|---|---|---|---|---|---|']
+             "training min, whole run | wall min, whole run | stream PPL (best.pt) | peak resident memory (MB) |",
+             '|---|---|---|---|---|---|---|---|---|']
     for label, stem in runs:
         r = load(root, f'results/cpu/{stem}.json')
         h = load(root, f'results/cpu/{stem}_history.json')
@@ -247,7 +248,7 @@ def newllm_run_rows(root, runs, head):
             f"{reach['tokens'] / 1e6:.1f}M tokens", f"{reach['seconds'] / 60:.1f}", f"{reach['wall_seconds'] / 60:.1f}")
         lines.append(f"| {label or r['dtype']} | {math.exp(h[-1]['val_lines_loss']):.2f} | {' | '.join(then)} | "
                      f"{r['training_time'] / 60:.1f} | {r['wall_seconds'] / 60:.1f} | "
-                     f"{r['final_eval_of_best']['val']['ppl']:.2f} |")
+                     f"{r['final_eval_of_best']['val']['ppl']:.2f} | {r['peak_memory_mb']:,.0f} |")
     return lines, r
 
 
