@@ -76,6 +76,19 @@ def test_inductor_newllm_step_close_to_eager_one_graph_no_recompile():
         step(compiled, *batch(seed=3))
 
 
+def test_a_short_batch_compiles_once_more_then_never():
+    """README's claim: a second batch size (seed_lines' short last step) compiles once more, dynamic in the batch
+    size, and a third size reuses that graph (but for one row: the compiler specialises sizes 0 and 1)."""
+    model = build('newllm')
+    torch._dynamo.reset()
+    compiled = torch.compile(model, backend='aot_eager')
+    step(compiled, *batch(B=3))
+    step(compiled, *batch(B=2))
+    with torch._dynamo.config.patch(error_on_recompile=True):
+        step(compiled, *batch(B=5))
+        step(compiled, *batch(B=3))
+
+
 def test_compile_model_draws_eagers_dropout_masks_on_cpu():
     """hardware.compile_model (train.py's) on a CPU: inductor takes dropout's random numbers from eager's ops, so a
     compiled GPT step with dropout 0.1 gives eager's loss; with inductor's own generator (inductor_rng) the masks,
