@@ -401,6 +401,7 @@ if not state.history or state.history[-1]['iter'] != state.iter_num:  # a stop o
         state.history = state.history + [last]  # for results.json only: ckpt.pt keeps the grid's history
 if stop_signal is not None or not state.history:
     if ddp:
+        dist.barrier()  # no rank tears down gloo while another still talks to it
         dist.destroy_process_group()
     sys.exit(0)
 
@@ -416,4 +417,5 @@ if master:
 if cfg.wandb_log and master:
     wandb.finish()
 if ddp:
+    dist.barrier()  # rank 0 may still be evaluating: no rank tears down gloo while another still talks to it
     dist.destroy_process_group()
