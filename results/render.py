@@ -47,11 +47,16 @@ NAMES = {'gpt': 'GPT', 'newllm': 'New-LLM', 'resnetbk': 'ResNet-BK', 'lstm': 'LS
 # -----------------------------------------------------------------------------------------------------------------
 # the blocks
 
+def first_at_seed(history):
+    """The first evaluation of a New-LLM history at or below the seed's val PPL on the seed's metric, or None."""
+    return next((e for e in history if math.exp(e['val_lines_loss']) <= SEED_NEWLLM_PPL), None)
+
+
 def newllm_headline(root):
     """The New-LLM run that reaches the seed's figure on the seed's metric."""
     r = load(root, 'results/cpu/wt2_newllm_muon7e-3.json')
     h = load(root, 'results/cpu/wt2_newllm_muon7e-3_history.json')
-    reach = next(e for e in h if math.exp(e['val_lines_loss']) <= SEED_NEWLLM_PPL)
+    reach = first_at_seed(h)
     end = h[-1]
     return (f"`python train.py config/wt2_newllm.py` at float32 (seed {r['config']['seed']}, one run) reaches "
             f"{math.exp(reach['val_lines_loss']):.2f} on the seed's own metric (line windows, word-1000 token PPL) "
@@ -68,7 +73,7 @@ def newllm_headline_bf16(root):
     """The same command at dtype auto on a CPU with native bf16, with its wall time."""
     r = load(root, 'results/cpu/wt2_newllm_step_after.json')
     h = load(root, 'results/cpu/wt2_newllm_step_after_history.json')
-    reach = next((e for e in h if math.exp(e['val_lines_loss']) <= SEED_NEWLLM_PPL), None)
+    reach = first_at_seed(h)
     if reach is None:
         return ''
     return (f"Left at dtype auto on a CPU with AMX ({r['dtype']}; {machine_text(r['machine'])}, {r['date'][:10]}) it "
@@ -243,7 +248,7 @@ def newllm_run_rows(root, runs, head):
     for label, stem in runs:
         r = load(root, f'results/cpu/{stem}.json')
         h = load(root, f'results/cpu/{stem}_history.json')
-        reach = next((e for e in h if math.exp(e['val_lines_loss']) <= SEED_NEWLLM_PPL), None)
+        reach = first_at_seed(h)
         then = ('not reached', '', '') if reach is None else (
             f"{reach['tokens'] / 1e6:.1f}M tokens", f"{reach['seconds'] / 60:.1f}", f"{reach['wall_seconds'] / 60:.1f}")
         lines.append(f"| {label or r['dtype']} | {math.exp(h[-1]['val_lines_loss']):.2f} | {' | '.join(then)} | "
@@ -282,7 +287,7 @@ def newllm_step_answer(root):
     """The wall time to the seed's 23.34 before and after, against the 15-minute goal and the spread between machines."""
     def wall_to_seed(stem):
         h = load(root, f'results/cpu/{stem}_history.json')
-        reach = next((e for e in h if math.exp(e['val_lines_loss']) <= SEED_NEWLLM_PPL), None)
+        reach = first_at_seed(h)
         return reach and reach['wall_seconds'] / 60
     before, after, other = (wall_to_seed(s) for s in ('wt2_newllm_step_before', 'wt2_newllm_step_after', 'wt2_newllm_bf16'))
     if before is None or after is None:
